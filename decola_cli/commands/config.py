@@ -1,0 +1,156 @@
+"""``decola config``: list, show and import recipes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from decola_cli import options
+from decola_cli.console import err, out
+from decola_cli.settings import (
+    ConfigImportSettings,
+    ConfigShowSettings,
+    build_settings,
+)
+
+app = typer.Typer(
+    help="List, show and import recipes (training/evaluation configurations).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+SHOW_EPILOG = """[bold]Examples[/]
+
+  decola config show DECOLA_PHASE1_Lbase_CLIP_R5021k_4x
+  decola config show --phase 2 --dataset lvis --backbone swin-b --labels offline
+  decola config show --baseline boxsup --set solver.max_iter=1000 --output my_recipe.yaml
+"""
+LIST_EPILOG = """[bold]Examples[/]
+
+  decola config list
+  decola config list --filter PHASE2
+"""
+IMPORT_EPILOG = """[bold]Examples[/]
+
+  decola config import DECOLA/configs/DECOLA_PHASE1_L_CLIP_R5021k_4x.yaml
+  decola config import old.yaml --output configs/mine.yaml --strict
+"""
+
+
+@app.command("list", epilog=LIST_EPILOG)
+def list_command(
+    filter_text: Annotated[
+        str | None, typer.Option("--filter", "-f", help="Only names containing this text.")
+    ] = None,
+) -> None:
+    """List every shipped recipe with its model, backbone, data and schedule."""
+    from rich.table import Table
+
+    from decola_core.config.loader import list_recipes, load_recipe
+
+    table = Table(title="decola recipes", show_lines=False)
+    for column in ("name", "model", "backbone", "train data", "iterations"):
+        table.add_column(column, overflow="fold")
+    names = [n for n in list_recipes() if not filter_text or filter_text.lower() in n.lower()]
+    for name in names:
+        recipe = load_recipe(name)
+        backbone = recipe.model.backbone
+        detail = {
+            "timm_resnet": lambda b: b.name,
+            "swin": lambda b: f"swin {b.size}",
+            "d2_resnet": lambda b: f"resnet{b.depth} (d2)",
+        }[backbone.type](backbone)
+        train = " + ".join(d.name for d in recipe.data.train) or "-"
+        iters = f"{recipe.solver.max_iter:,}" if not recipe.self_label.enabled else "(labelling)"
+        table.add_row(name, recipe.model.architecture, detail, train, iters)
+    out.print(table)
+    out.print(f"{len(names)} recipes ('decola config show NAME' prints one in full)")
+
+
+@app.command("show", epilog=SHOW_EPILOG)
+def show_command(
+    name: Annotated[
+        str | None, typer.Argument(help="Recipe name or YAML path (or use the shorthands).")
+    ] = None,
+    config: options.ConfigOption = None,
+    phase: options.PhaseOption = None,
+    dataset: options.DatasetOption = None,
+    backbone: options.BackboneOption = None,
+    baseline: options.BaselineOption = None,
+    labels: options.LabelsOption = None,
+    overrides: options.SetOption = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the YAML here instead of printing.")
+    ] = None,
+) -> None:
+    """Print a recipe fully resolved (inheritance and overrides applied) as YAML."""
+    from decola_core.config.loader import dump_recipe
+    from decola_core.errors import ConfigError
+    from decola_core.utils.io import atomic_write_text
+
+    if name is not None and config is not None:
+        raise ConfigError("give the recipe either as an argument or with --config, not both")
+    settings = build_settings(
+        ConfigShowSettings,
+        config=name or config,
+        phase=phase,
+        dataset=dataset,
+        backbone=backbone,
+        baseline=baseline,
+        labels=labels,
+        overrides=overrides,
+        output=output,
+    )
+    recipe = settings.load_recipe()
+    text = f"# decola recipe {recipe.name}\n{dump_recipe(recipe)}"
+    if settings.output is None:
+        sys.stdout.write(text)
+        return
+    atomic_write_text(settings.output, text)
+    err.print(f"wrote recipe [bold]{recipe.name}[/] to {settings.output}")
+
+
+@app.command("import", epilog=IMPORT_EPILOG)
+def import_command(
+    original: Annotated[
+        Path, typer.Argument(help="An original DECOLA/detectron2 YAML (its _BASE_ files beside it).")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the recipe here instead of printing.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail (exit 2) when the file has unknown keys.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also list the keys that were ignored.")
+    ] = False,
+) -> None:
+    """Convert an original detectron2-style DECOLA config into a decola recipe."""
+    from decola_core.config.importer import import_original
+    from decola_core.config.loader import dump_recipe
+    from decola_core.errors import ConfigError
+    from decola_core.utils.io import atomic_write_text
+
+    settings = build_settings(ConfigImportSettings, original=original, output=output, strict=strict)
+    result = import_original(settings.original)
+    for key in result.unknown:
+        err.print(f"[yellow]unknown key[/] {key} (not translated)")
+    if verbose:
+        for key, reason in result.ignored:
+            err.print(f"[dim]ignored[/] {key}: {reason}")
+    elif result.ignored:
+        err.print(f"[dim]{len(result.ignored)} keys have no effect here and were ignored (--verbose lists them)[/]")
+    if settings.strict and result.unknown:
+        raise ConfigError(f"{settings.original}: {len(result.unknown)} unknown keys (--strict)")
+    text = (
+        f"# imported from {settings.original} by 'decola config import'\n"
+        f"{dump_recipe(result.recipe)}"
+    )
+    if settings.output is None:
+        sys.stdout.write(text)
+        return
+    atomic_write_text(settings.output, text, protect=(settings.original,))
+    err.print(f"wrote recipe [bold]{result.recipe.name}[/] to {settings.output}")

@@ -1,0 +1,12 @@
+"""The rich consoles of the CLI: results go to stdout, messages and errors to stderr."""
+
+from rich.console import Console
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail_line(prefix: str, message: str) -> None:
+    """Print an error as exactly one line on stderr."""
+    text = " ".join(str(message).split())
+    err.print(f"[bold red]{prefix}: error:[/] {text}", markup=True, soft_wrap=True)

@@ -1,0 +1,87 @@
+"""The ``decola`` command. Subcommands live in ``decola_cli.commands``; heavy libraries (torch,
+timm, open_clip) are imported only inside the commands that need them, so ``decola --help``
+answers quickly."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+try:  # typer >= 0.20 vendors its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
+
+from decola_cli.commands import checks, config
+from decola_cli.console import fail_line, out
+from decola_core.errors import DecolaError
+
+EPILOG = """[bold]Examples[/]
+
+  decola config list
+  decola config show --phase 1 --dataset lvis-base --backbone r50-21k
+  decola config show DECOLA_PHASE2_LbaseI_CLIP_R5021k_4x_ft4x --set solver.base_lr=1e-4
+  decola config import original/DECOLA_PHASE1_L_CLIP_R5021k_4x.yaml --output my_recipe.yaml
+  decola checks
+"""
+
+app = typer.Typer(
+    name="decola",
+    help="Train, evaluate and run DECOLA open-vocabulary object detectors.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+app.add_typer(config.app, name="config")
+app.command(name="checks", epilog=checks.EPILOG)(checks.checks)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from decola_core import __version__
+
+        out.print(f"decola {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Train, evaluate and run DECOLA open-vocabulary object detectors."""
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one-line errors, exit 2 for bad input, 130 on Ctrl-C."""
+    try:
+        code = app(args=argv, prog_name="decola", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            out.print(exc.ctx.get_help())
+        sys.exit(0)
+    except click_exceptions.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "decola"
+        fail_line(where, exc.format_message())
+        sys.exit(2)
+    except typer.Abort:
+        fail_line("decola", "aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        fail_line("decola", "interrupted")
+        sys.exit(130)
+    except DecolaError as exc:
+        fail_line("decola", str(exc))
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    run()

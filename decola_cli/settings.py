@@ -1,0 +1,97 @@
+"""pydantic-settings models, one per command: CLI values override ``DECOLA_*`` environment
+variables, which override the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from decola_core.config.schema import Recipe
+from decola_core.errors import ConfigError
+
+ENV_PREFIX = "DECOLA_"
+
+
+class DecolaSettings(BaseSettings):
+    """Settings every command shares."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    data_root: Path = Field(Path("./datasets"), description="Root of all dataset paths.")
+    cache_dir: Path = Field(Path("~/.cache/decola"), description="Downloads and caches.")
+    offline: bool = Field(False, description="Refuse every network access.")
+
+    @field_validator("data_root", "cache_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class RecipeSettings(DecolaSettings):
+    """Settings of commands that work on a recipe (``--config`` or the shorthands)."""
+
+    config: str | None = None
+    phase: int | None = None
+    dataset: str | None = None
+    backbone: str | None = None
+    baseline: str | None = None
+    labels: str | None = None
+    overrides: list[str] = Field(default_factory=list)
+
+    def recipe_name(self) -> str:
+        """The recipe named by ``--config`` or resolved from the shorthands."""
+        from decola_core.config.shorthand import recipe_for
+
+        shorthand = {
+            "phase": self.phase,
+            "dataset": self.dataset,
+            "backbone": self.backbone,
+            "baseline": self.baseline,
+            "labels": self.labels,
+        }
+        if self.config is not None:
+            used = [f"--{k}" for k, v in shorthand.items() if v is not None]
+            if used:
+                raise ConfigError(f"--config cannot be combined with {', '.join(used)}")
+            return self.config
+        return recipe_for(**shorthand)
+
+    def load_recipe(self) -> Recipe:
+        """Load and validate the selected recipe with the ``--set`` overrides applied."""
+        from decola_core.config.loader import load_recipe
+
+        return load_recipe(self.recipe_name(), self.overrides)
+
+
+class ConfigShowSettings(RecipeSettings):
+    output: Path | None = None
+
+
+class ConfigImportSettings(DecolaSettings):
+    original: Path
+    output: Path | None = None
+    strict: bool = False
+
+
+class ChecksSettings(DecolaSettings):
+    as_json: bool = False
+
+
+SettingsT = TypeVar("SettingsT", bound=DecolaSettings)
+
+
+def build_settings(cls: type[SettingsT], **cli_values: Any) -> SettingsT:
+    """Instantiate ``cls`` from CLI values (None = not given) over environment and defaults."""
+    given = {k: v for k, v in cli_values.items() if v is not None}
+    try:
+        return cls(**given)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors():
+            name = str(item["loc"][0]) if item["loc"] else "?"
+            source = "option" if name in given else f"environment variable {ENV_PREFIX}{name.upper()}"
+            problems.append(f"{source} {name}: {item['msg']} (got {item.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None

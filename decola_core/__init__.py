@@ -1,0 +1,14 @@
+"""decola: train, evaluate and run DECOLA open-vocabulary object detectors.
+
+The core library. It is importable without the command-line layer (``decola_cli``) and
+imports heavy dependencies (torch, timm, open_clip) only inside the modules that need them.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("decola")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,424 @@
+"""Convert an original DECOLA (detectron2-style) YAML config into a recipe of this schema.
+
+The original files use uppercase keys and ``_BASE_`` inheritance on top of the defaults of
+detectron2, Detic and DECOLA. The schema's defaults equal those defaults, so only the keys a
+file sets need translating. Some original keys are read only by one architecture or backbone
+(``MODEL.DECOLA.*`` by DECOLA, ``MODEL.DETR.ZEROSHOT_*`` by the baseline, ``MODEL.TIMM.*`` by the
+timm backbone); they are translated only for that model and otherwise reported as ignored.
+Keys that no DETR-family model reads (CenterNet2, RPN/ROI heads, debug switches, ...) are
+ignored; keys this importer has never heard of are reported as unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from decola_core.config.loader import deep_merge, read_yaml, validate_recipe
+from decola_core.config.schema import Recipe
+from decola_core.errors import ConfigError
+
+ORIGINAL_BASE_KEY = "_BASE_"
+
+ARCHITECTURES = {"DECOLA_DeformableDETR": "decola", "DeformableDetr": "deformable_detr"}
+BACKBONES = {
+    "build_timm_backbone": "timm_resnet",
+    "build_swintransformer_backbone": "swin",
+    "build_resnet_backbone": "d2_resnet",
+}
+AUGMENTATIONS = {
+    "": "default",
+    "DETR": "detr",
+    "ResizeShortestEdge": "resize_shortest_edge",
+    "EfficientDetResizeCrop": "efficientdet_resize_crop",
+    "LSJ": "lsj",
+}
+SAMPLERS = {
+    "TrainingSampler": "training",
+    "RepeatFactorTrainingSampler": "repeat_factor",
+    "MultiDatasetSampler": "multi_dataset",
+}
+SCHEDULERS = {"WarmupMultiStepLR": "multistep", "WarmupCosineLR": "cosine"}
+#: timm names of the original that current timm spells differently (same architecture).
+TIMM_NAMES = {"resnet50_in21k": "resnet50"}
+
+#: Original weight files -> zoo names, so imported recipes fetch the same weights.
+WEIGHT_FILES = {
+    "weights/resnet50_miil_21k.pkl": "zoo:resnet50-miil-21k",
+    "weights/swin_base_patch4_window7_224_22k.pkl": "zoo:swin-b-22k",
+    "weights/swin_large_patch4_window12_384_22k.pkl": "zoo:swin-l-22k-384",
+    "weights/swin_tiny_patch4_window7_224.pkl": "zoo:swin-t-1k",
+    "weights/deta/adet_swin_pt_o365.pkl": "zoo:deta-swin-l-o365",
+    "detectron2://ImageNetPretrained/torchvision/R-50.pkl": "zoo:torchvision-r50-1k",
+    "weights/DECOLA_PHASE1_Lbase_CLIP_R5021k_4x.pth": "zoo:decola-phase1-lbase-r50",
+    "weights/DECOLA_PHASE1_L_CLIP_R5021k_4x.pth": "zoo:decola-phase1-l-r50",
+    "weights/DECOLA_PHASE1_Lbase_CLIP_SwinB_4x.pth": "zoo:decola-phase1-lbase-swinb",
+    "weights/DECOLA_PHASE1_L_CLIP_SwinB_4x.pth": "zoo:decola-phase1-l-swinb",
+    "weights/BoxSup-DeformDETR_Lbase_CLIP_R5021k_4x.pth": "zoo:boxsup-lbase-r50",
+    "weights/BoxSup-DeformDETR_L_CLIP_R5021k_4x.pth": "zoo:boxsup-l-r50",
+    "weights/BoxSup-DeformDETR_Lbase_CLIP_SwinB_4x.pth": "zoo:boxsup-lbase-swinb",
+    "weights/BoxSup-DeformDETR_L_CLIP_SwinB_4x.pth": "zoo:boxsup-l-swinb",
+    "weights/BoxSup-DeformDETR_Lbase_CLIP_SwinL_4x.pth": "zoo:boxsup-lbase-swinl",
+}
+
+#: Subtrees and keys that no DETR-family model reads.
+IGNORED_PREFIXES = (
+    "MODEL.ANCHOR_GENERATOR", "MODEL.BIFPN", "MODEL.CENTERNET", "MODEL.DLA", "MODEL.FPN",
+    "MODEL.PANOPTIC_FPN", "MODEL.PROPOSAL_GENERATOR", "MODEL.ROI_", "MODEL.RPN",
+    "MODEL.RETINANET", "MODEL.SEM_SEG_HEAD", "MODEL.KEYPOINT_ON", "MODEL.LOAD_PROPOSALS",
+    "MODEL.DEVICE", "MODEL.CAP_", "MODEL.SYNC_CAPTION_BATCH", "MODEL.DYNAMIC_CLASSIFIER",
+    "MODEL.NUM_SAMPLE_CATS", "MODEL.RESET_CLS_TESTS", "MODEL.TEST_CLASSIFIERS",
+    "MODEL.TEST_NUM_CLASSES", "MODEL.DATASET_LOSS_WEIGHT", "MODEL.WITH_CAPTION",
+    "MODEL.SOFTMAX_CLS", "MODEL.MASK_ON",
+    "MODEL.DETR.FROZEN_WEIGHTS", "MODEL.DETR.NO_OBJECT_WEIGHT", "MODEL.DETR.PRE_NORM",
+    "MODEL.DETR.NUM_CLASSES_LIST", "MODEL.DETR.USE_FED_LOSS_LIST", "MODEL.DETR.IGNORE_ZERO_CATS",
+    "MODEL.DETR.CAT_FREQ_PATH", "MODEL.DETR.IMAGE_LABEL_LOSS",
+    "MODEL.DECOLA.WITH_IMAGE_LABELS", "MODEL.DECOLA.OFFLINE_PSEUDO_LABELER_PATH",
+    "MODEL.DECOLA.ZS_WEIGHT_PATH_LIST", "MODEL.TIMM.PRETRAINED",
+    "MODEL.RESNETS.DEFORM_", "MODEL.RESNETS.NUM_GROUPS", "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.RES5_DILATION",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK", "DATASETS.PROPOSAL_FILES",
+    "DATALOADER.PSEUDO_LABEL_TRAINING_SCORE_THRES", "DATALOADER.REPEAT_SQRT",
+    "DATALOADER.USE_DIFF_BS_SIZE", "DATALOADER.USE_TAR_DATASET", "DATALOADER.TARFILE_PATH",
+    "DATALOADER.TAR_INDEX_DIR", "DATALOADER.DATASET_",
+    "INPUT.TEST_SIZE", "INPUT.TEST_INPUT_TYPE", "INPUT.IMAGE_SIZE", "INPUT.MIN_SCALE",
+    "INPUT.MAX_SCALE", "INPUT.MASK_FORMAT", "INPUT.NOT_CLAMP_BOX",
+    "SOLVER.USE_CUSTOM_SOLVER", "SOLVER.NESTEROV", "SOLVER.WEIGHT_DECAY_NORM",
+    "SOLVER.WEIGHT_DECAY_BIAS", "SOLVER.BIAS_LR_FACTOR", "SOLVER.REFERENCE_WORLD_SIZE",
+    "SOLVER.BASE_LR_END", "SOLVER.RESET_ITER", "SOLVER.AMP",
+    "TEST.AUG", "TEST.PRECISE_BN", "TEST.EXPECTED_RESULTS", "TEST.KEYPOINT_OKS_SIGMAS",
+    "VERSION", "CUDNN_BENCHMARK", "DEBUG",
+    "IS_DEBUG", "QUICK_DEBUG", "SAVE_DEBUG_PATH", "EVAL_PRED_AR", "EVAL_PROPOSAL_AR",
+    "EVAL_CAT_SPEC_AR", "EVAL_AP_FIX", "SAVE_VIS", "SAVE_PTH", "FIND_UNUSED_PARAM", "GLOBAL",
+    "FLOAT32_PRECISION", "DEBUG_SHOW_NAME", "VIS_THRESH", "DATASETS.TEST_SEQ",
+)
+
+Converter = Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return str(value).lower()
+
+
+def _listed(value: Any) -> Any:
+    return [_listed(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _choice(table: Mapping[str, str], what: str) -> Converter:
+    def convert(value: Any) -> Any:
+        if value not in table:
+            known = ", ".join(repr(k) for k in table)
+            raise ConfigError(f"{what} {value!r} is not supported (supported: {known})")
+        return table[value]
+
+    return convert
+
+
+def _data_path(value: Any) -> Any:
+    """Original metadata paths are relative to the repo root; ours to the data root."""
+    text = str(value)
+    return text[len("datasets/") :] if text.startswith("datasets/") else text
+
+
+def _weights(value: Any) -> Any:
+    return WEIGHT_FILES.get(str(value), str(value))
+
+
+def _output_dir(value: Any) -> Any:
+    text = str(value).rstrip("/")
+    if text == "output/Detic/auto":
+        return "output/{name}"
+    return text[: -len("auto")] + "{name}" if text.endswith("/auto") else text
+
+
+#: (original key, recipe path, converter, which models read it: None = all)
+Rule = tuple[str, str, Converter, str | None]
+
+RULES: list[Rule] = [
+    ("MODEL.META_ARCHITECTURE", "model.architecture", _choice(ARCHITECTURES, "architecture"), None),
+    ("MODEL.WEIGHTS", "model.weights", _weights, None),
+    ("MODEL.PIXEL_MEAN", "model.pixel_mean", _listed, None),
+    ("MODEL.PIXEL_STD", "model.pixel_std", _listed, None),
+    ("WITH_IMAGE_LABELS", "model.with_image_labels", _same, None),
+    ("MODEL.BACKBONE.NAME", "model.backbone.type", _choice(BACKBONES, "backbone"), None),
+    ("MODEL.TIMM.BASE_NAME", "model.backbone.name", lambda v: TIMM_NAMES.get(v, v), "timm_resnet"),
+    ("MODEL.TIMM.OUT_LEVELS", "model.backbone.out_levels", _listed, "timm_resnet"),
+    ("MODEL.TIMM.NORM", "model.backbone.norm", _same, "timm_resnet"),
+    ("MODEL.TIMM.FREEZE_AT", "model.backbone.freeze_at", _same, "timm_resnet"),
+    ("MODEL.SWIN.SIZE", "model.backbone.size", _same, "swin"),
+    ("MODEL.SWIN.OUT_FEATURES", "model.backbone.out_indices", _listed, "swin"),
+    ("MODEL.SWIN.USE_CHECKPOINT", "model.backbone.use_checkpoint", _same, "swin"),
+    ("MODEL.RESNETS.DEPTH", "model.backbone.depth", _same, "d2_resnet"),
+    ("MODEL.RESNETS.OUT_FEATURES", "model.backbone.out_features", _listed, "d2_resnet"),
+    ("MODEL.RESNETS.STRIDE_IN_1X1", "model.backbone.stride_in_1x1", _same, "d2_resnet"),
+    ("MODEL.RESNETS.NORM", "model.backbone.norm", _same, "d2_resnet"),
+    ("MODEL.DETR.HIDDEN_DIM", "model.transformer.hidden_dim", _same, None),
+    ("MODEL.DETR.NHEADS", "model.transformer.nheads", _same, None),
+    ("MODEL.DETR.ENC_LAYERS", "model.transformer.enc_layers", _same, None),
+    ("MODEL.DETR.DEC_LAYERS", "model.transformer.dec_layers", _same, None),
+    ("MODEL.DETR.DIM_FEEDFORWARD", "model.transformer.dim_feedforward", _same, None),
+    ("MODEL.DETR.DROPOUT", "model.transformer.dropout", _same, None),
+    ("MODEL.DETR.NUM_FEATURE_LEVELS", "model.transformer.num_feature_levels", _same, None),
+    ("MODEL.DETR.NUM_OBJECT_QUERIES", "model.transformer.num_queries", _same, None),
+    ("MODEL.DETR.TWO_STAGE", "model.transformer.two_stage", _same, None),
+    ("MODEL.DETR.WITH_BOX_REFINE", "model.transformer.with_box_refine", _same, None),
+    ("MODEL.DETR.LOOK_FORWARD_TWICE", "model.transformer.look_forward_twice", _same, None),
+    ("MODEL.DETR.MIXED_SELECTION", "model.transformer.mixed_selection", _same, "deformable_detr"),
+    ("MODEL.DETR.IN_FEATURES", "model.transformer.in_features", _listed, None),
+    ("MODEL.DETR.NUM_CLASSES", "model.classifier.num_classes", _same, None),
+    ("MODEL.DETR.CLS_WEIGHT", "model.loss.class_weight", _same, None),
+    ("MODEL.DETR.L1_WEIGHT", "model.loss.bbox_l1_weight", _same, None),
+    ("MODEL.DETR.GIOU_WEIGHT", "model.loss.giou_weight", _same, None),
+    ("MODEL.DETR.FOCAL_ALPHA", "model.loss.focal_alpha", _same, None),
+    ("MODEL.DETR.DEEP_SUPERVISION", "model.loss.deep_supervision", _same, None),
+    ("MODEL.DETR.USE_FED_LOSS", "model.loss.use_fed_loss", _same, None),
+    ("MODEL.DETR.WEAK_WEIGHT", "model.loss.weak_weight", _same, "deformable_detr"),
+    ("MODEL.DETR.ORACLE_EVALUATION", "test.oracle", _same, "deformable_detr"),
+    ("MODEL.DETR.TEST_SCORE_THRESHOLD", "test.score_threshold", _same, "deformable_detr"),
+    ("MODEL.DETR.USE_ADAPTIVE_NUM_QUERY_FOR_EVALUATION", "test.adaptive_num_queries", _same,
+     "deformable_detr"),
+    ("MODEL.DETR.PER_CLASS_NUM_QUERY", "test.per_class_num_queries", _same, "deformable_detr"),
+    ("MODEL.DETR.USE_ZEROSHOT_CLS", "model.classifier.use_zeroshot", _same, "deformable_detr"),
+    ("MODEL.DETR.ZEROSHOT_WEIGHT_PATH", "model.classifier.embeddings", _data_path,
+     "deformable_detr"),
+    ("MODEL.DETR.ZEROSHOT_WEIGHT_DIM", "model.classifier.embed_dim", _same, "deformable_detr"),
+    ("MODEL.DETR.NORM_WEIGHT", "model.classifier.norm_weight", _same, "deformable_detr"),
+    ("MODEL.DETR.NORM_TEMP", "model.classifier.norm_temperature", _same, "deformable_detr"),
+    ("MODEL.DETR.USE_BIAS", "model.classifier.bias_init", _same, "deformable_detr"),
+    ("MODEL.DECOLA.PER_PROMPT_TOPK", "model.decola.per_prompt_topk", _same, "decola"),
+    ("MODEL.DECOLA.FIRST_STAGE_ENC_LOSS_PER_PROMPT_TOPK", "model.decola.enc_loss_per_prompt_topk",
+     _same, "decola"),
+    ("MODEL.DECOLA.USE_PIXEL_FEATURE_AS_QUERY", "model.decola.use_pixel_feature_as_query", _same,
+     "decola"),
+    ("MODEL.DECOLA.USE_PROMPT_EMBED_AS_QUERY", "model.decola.use_prompt_embed_as_query", _same,
+     "decola"),
+    ("MODEL.DECOLA.USE_PROMPT_EMBED_BIAS", "model.decola.use_prompt_embed_bias", _same, "decola"),
+    ("MODEL.DECOLA.FIRST_STAGE_EMBED_NORM", "model.decola.first_stage_embed_norm", _same, "decola"),
+    ("MODEL.DECOLA.SECOND_STAGE_EMBED_NORM", "model.decola.second_stage_embed_norm", _same,
+     "decola"),
+    ("MODEL.DECOLA.MULTI_CLASS_SECOND_STAGE", "model.decola.multi_class_second_stage", _same,
+     "decola"),
+    ("MODEL.DECOLA.PROB_A_OBJECT", "model.decola.prob_a_object", _same, "decola"),
+    ("MODEL.DECOLA.USE_PSEUDO_LABELING_FOR_WEAK_LOSS",
+     "model.decola.use_pseudo_labeling_for_weak_loss", _same, "decola"),
+    ("MODEL.DECOLA.WEAK_LOSS_PSEUDO_TYPE", "model.decola.pseudo_box_choice", _same, "decola"),
+    ("MODEL.DECOLA.PSEUDO_LOSS_MIN_SIZE_LIMIT", "model.decola.pseudo_min_area", _same, "decola"),
+    ("MODEL.DECOLA.NO_BOX_LOSS_FOR_PSEUDO_LABELS", "model.decola.no_box_loss_for_pseudo_labels",
+     _same, "decola"),
+    ("MODEL.DECOLA.APPLY_LOSS_ONLY_WITHIN_IMAGE", "model.decola.apply_loss_only_within_image",
+     _same, "decola"),
+    ("MODEL.DECOLA.USE_ENCODER_CHECKPOINT", "model.decola.encoder_checkpoint", _same, "decola"),
+    ("MODEL.DECOLA.USE_DECODER_CHECKPOINT", "model.decola.decoder_checkpoint", _same, "decola"),
+    ("MODEL.DECOLA.FED_FREQ_WEIGHT", "model.loss.fed_loss_freq_weight", _same, "decola"),
+    ("MODEL.DECOLA.ZS_WEIGHT_DIM", "model.classifier.embed_dim", _same, "decola"),
+    ("MODEL.DECOLA.ZS_WEIGHT_PATH", "model.classifier.embeddings", _data_path, "decola"),
+    ("MODEL.DECOLA.ZS_OBJECT_WEIGHT_PATH", "model.classifier.object_embedding", _data_path,
+     "decola"),
+    ("MODEL.DECOLA.ORACLE_EVALUATION", "test.oracle", _same, "decola"),
+    ("MODEL.DECOLA.TEST_CLASS_CONDITIONED", "test.conditioned", _same, "decola"),
+    ("MODEL.DECOLA.TEST_SCORE_THRESHOLD", "test.score_threshold", _same, "decola"),
+    ("DATASETS.TEST", "data.test", _listed, None),
+    ("DATALOADER.SAMPLER_TRAIN", "data.sampler", _choice(SAMPLERS, "sampler"), None),
+    ("DATALOADER.REPEAT_THRESHOLD", "data.repeat_threshold", _same, None),
+    ("DATALOADER.MULTI_DATASET_GROUPING", "data.multi_dataset_grouping", _same, None),
+    ("DATALOADER.ASPECT_RATIO_GROUPING", "data.aspect_ratio_grouping", _same, None),
+    ("DATALOADER.FILTER_EMPTY_ANNOTATIONS", "data.filter_empty_annotations", _same, None),
+    ("DATALOADER.NUM_WORKERS", "data.num_workers", _same, None),
+    ("INPUT.CUSTOM_AUG", "data.augmentation", _choice(AUGMENTATIONS, "INPUT.CUSTOM_AUG"), None),
+    ("INPUT.FORMAT", "data.format", _same, None),
+    ("INPUT.MIN_SIZE_TRAIN", "data.min_size_train", _listed, None),
+    ("INPUT.MIN_SIZE_TRAIN_SAMPLING", "data.min_size_train_sampling", _same, None),
+    ("INPUT.MAX_SIZE_TRAIN", "data.max_size_train", _same, None),
+    ("INPUT.CROP.ENABLED", "data.crop.enabled", _same, None),
+    ("INPUT.CROP.TYPE", "data.crop.type", _same, None),
+    ("INPUT.CROP.SIZE", "data.crop.size", _listed, None),
+    ("INPUT.TRAIN_SIZE", "data.train_size", _same, None),
+    ("INPUT.SCALE_RANGE", "data.scale_range", _listed, None),
+    ("INPUT.RANDOM_FLIP", "data.random_flip", _same, None),
+    ("INPUT.MIN_SIZE_TEST", "test.min_size", _same, None),
+    ("INPUT.MAX_SIZE_TEST", "test.max_size", _same, None),
+    ("SOLVER.OPTIMIZER", "solver.optimizer", _lower, None),
+    ("SOLVER.BASE_LR", "solver.base_lr", _same, None),
+    ("SOLVER.WEIGHT_DECAY", "solver.weight_decay", _same, None),
+    ("SOLVER.MOMENTUM", "solver.momentum", _same, None),
+    ("SOLVER.BACKBONE_MULTIPLIER", "solver.backbone_multiplier", _same, None),
+    ("SOLVER.CUSTOM_MULTIPLIER", "solver.custom_multiplier", _same, None),
+    ("SOLVER.CUSTOM_MULTIPLIER_NAME", "solver.custom_multiplier_names", _listed, None),
+    ("SOLVER.IMS_PER_BATCH", "solver.ims_per_batch", _same, None),
+    ("SOLVER.MAX_ITER", "solver.max_iter", _same, None),
+    ("SOLVER.TRAIN_ITER", "solver.train_iter", lambda v: max(int(v), 0), None),
+    ("SOLVER.LR_SCHEDULER_NAME", "solver.lr_scheduler", _choice(SCHEDULERS, "LR scheduler"), None),
+    ("SOLVER.STEPS", "solver.steps", _listed, None),
+    ("SOLVER.GAMMA", "solver.gamma", _same, None),
+    ("SOLVER.WARMUP_METHOD", "solver.warmup_method", _same, None),
+    ("SOLVER.WARMUP_FACTOR", "solver.warmup_factor", _same, None),
+    ("SOLVER.WARMUP_ITERS", "solver.warmup_iters", _same, None),
+    ("SOLVER.CLIP_GRADIENTS.ENABLED", "solver.clip_gradients.enabled", _same, None),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "solver.clip_gradients.type", _same, None),
+    ("SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "solver.clip_gradients.value", _same, None),
+    ("SOLVER.CLIP_GRADIENTS.NORM_TYPE", "solver.clip_gradients.norm_type", _same, None),
+    ("SOLVER.CHECKPOINT_PERIOD", "solver.checkpoint_period", _same, None),
+    ("FP16", "solver.amp", lambda v: "backbone-fp16" if v else "off", None),
+    ("TEST.DETECTIONS_PER_IMAGE", "test.detections_per_image", _same, None),
+    ("TEST.DETECTIONS_PER_CLASS_IMAGE", "test.detections_per_class_per_image", _same, None),
+    ("TEST.BATCH_SIZE", "test.batch_size", _same, None),
+    ("TEST.EVAL_PERIOD", "test.eval_period", _same, None),
+    ("TEST.PREDICTION_SAVE_FILENAME", "self_label.prediction_name", _same, None),
+    ("WANDB.PROJECT", "logging.wandb.project", _same, None),
+    ("WANDB.GROUP", "logging.wandb.group", _same, None),
+    ("WANDB.RUN_NAME", "logging.wandb.run_name", _same, None),
+    ("WANDB.VIS_PERIOD", "logging.wandb.vis_period", _same, None),
+    ("OUTPUT_DIR", "output_dir", _output_dir, None),
+    ("SEED", "seed", _same, None),
+]
+RULES_BY_KEY = {rule[0]: rule for rule in RULES}
+#: Keys translated by dedicated code below rather than by a rule.
+SPECIAL_KEYS = {"DATASETS.TRAIN", "WANDB.DISABLE_WANDB", "GEN_PSEDO_LABELS",
+                "TEST.JUST_STORE_PREDICTIONS", "MODEL.BACKBONE.FREEZE_AT"}
+
+
+@dataclass
+class ImportResult:
+    """The imported recipe and what the importer could not carry over."""
+
+    recipe: Recipe
+    unknown: list[str] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_original_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load an original YAML with its ``_BASE_`` chain merged (the original's semantics)."""
+    path = path.resolve()
+    if path in _chain:
+        raise ConfigError(f"{path}: {ORIGINAL_BASE_KEY} inheritance cycle")
+    data = read_yaml(path)
+    base = data.pop(ORIGINAL_BASE_KEY, None)
+    if base is None:
+        return data
+    base_path = path.parent / str(base)
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: {ORIGINAL_BASE_KEY} file not found: {base_path}")
+    return deep_merge(load_original_tree(base_path, (*_chain, path)), data)
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"A": {"B": 1}}`` -> ``{"A.B": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def import_original(path: str | Path) -> ImportResult:
+    """Convert an original detectron2-style DECOLA YAML (with its ``_BASE_`` files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"original config not found: {path}")
+    flat = flatten(load_original_tree(path))
+    recipe: dict[str, Any] = {"name": path.stem}
+    unknown: list[str] = []
+    ignored: list[tuple[str, str]] = []
+
+    architecture = _convert(flat, "MODEL.META_ARCHITECTURE", "deformable_detr")
+    backbone = _convert(flat, "MODEL.BACKBONE.NAME", "d2_resnet")
+    _set(recipe, "model.backbone.type", backbone)
+    if backbone == "d2_resnet" and "MODEL.BACKBONE.FREEZE_AT" in flat:
+        # detectron2's ResNet reads the generic freeze setting.
+        _set(recipe, "model.backbone.freeze_at", flat["MODEL.BACKBONE.FREEZE_AT"])
+
+    for key, value in flat.items():
+        rule = RULES_BY_KEY.get(key)
+        if rule is not None:
+            _, target, convert, reader = rule
+            if reader is None or reader in (architecture, backbone):
+                _set(recipe, target, _apply(convert, value, key))
+            else:
+                ignored.append((key, f"read only by {reader}, not used by this recipe"))
+        elif key in SPECIAL_KEYS:
+            continue
+        elif key.startswith(IGNORED_PREFIXES):
+            ignored.append((key, "no effect on DETR-family models"))
+        else:
+            unknown.append(key)
+
+    _import_train_sets(flat, recipe)
+    if "WANDB.DISABLE_WANDB" in flat:
+        _set(recipe, "logging.wandb.enabled", not flat["WANDB.DISABLE_WANDB"])
+    if flat.get("GEN_PSEDO_LABELS") and flat.get("TEST.JUST_STORE_PREDICTIONS"):
+        _set(recipe, "self_label.enabled", True)
+    if flat.get("SEED") == -1:  # the original's "random seed" default; ours is fixed
+        recipe.pop("seed", None)
+    if flat.get("MODEL.MASK_ON"):
+        raise ConfigError(f"{path}: MODEL.MASK_ON is set; mask heads are not supported")
+    return ImportResult(validate_recipe(recipe, str(path)), unknown, ignored)
+
+
+def _import_train_sets(flat: Mapping[str, Any], recipe: dict[str, Any]) -> None:
+    """DATASETS.TRAIN plus the per-dataset DATALOADER lists -> ``data.train`` entries."""
+    names = _listed(flat.get("DATASETS.TRAIN", []))
+    if isinstance(names, str):
+        names = [names]
+    multi = flat.get("DATALOADER.SAMPLER_TRAIN") == "MultiDatasetSampler"
+    per_dataset_bs = bool(flat.get("DATALOADER.USE_DIFF_BS_SIZE", False))
+    aug = flat.get("INPUT.CUSTOM_AUG", "")
+    entries = []
+    for i, name in enumerate(names):
+        entry: dict[str, Any] = {"name": name}
+        if multi:
+            entry["ratio"] = _at(flat, "DATALOADER.DATASET_RATIO", i, [1, 1])
+            entry["ann_type"] = _at(flat, "DATALOADER.DATASET_ANN", i, ["box", "box"])
+            entry["use_rfs"] = _at(flat, "DATALOADER.USE_RFS", i, [False, False])
+            if per_dataset_bs:
+                entry["batch_size"] = _at(flat, "DATALOADER.DATASET_BS", i, [8, 32])
+                if aug == "ResizeShortestEdge":
+                    entry["min_size"] = _at(
+                        flat, "DATALOADER.DATASET_MIN_SIZES", i, [[640, 800], [320, 400]]
+                    )
+                    entry["max_size"] = _at(flat, "DATALOADER.DATASET_MAX_SIZES", i, [1333, 667])
+                elif aug == "EfficientDetResizeCrop":
+                    entry["input_size"] = _at(flat, "DATALOADER.DATASET_INPUT_SIZE", i, [896, 384])
+                    entry["input_scale"] = _at(
+                        flat, "DATALOADER.DATASET_INPUT_SCALE", i, [[0.1, 2.0], [0.5, 1.5]]
+                    )
+        entries.append(entry)
+    if entries:
+        _set(recipe, "data.train", entries)
+
+
+def _at(flat: Mapping[str, Any], key: str, index: int, default: list[Any]) -> Any:
+    values = _listed(flat.get(key, default))
+    if index >= len(values):
+        raise ConfigError(f"{key} has {len(values)} entries but DATASETS.TRAIN needs {index + 1}")
+    return values[index]
+
+
+def _convert(flat: Mapping[str, Any], key: str, default: str) -> str:
+    if key not in flat:
+        return default
+    return _apply(RULES_BY_KEY[key][2], flat[key], key)
+
+
+def _apply(convert: Converter, value: Any, key: str) -> Any:
+    try:
+        return convert(value)
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value

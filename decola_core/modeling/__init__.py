@@ -1,0 +1,1 @@
+"""Network building blocks: backbones, deformable attention, transformer, heads, losses."""

@@ -1,0 +1,110 @@
+"""Multi-scale deformable attention core (the sampling-and-weighting step of MSDeformAttn).
+
+The default backend is pure PyTorch (``grid_sample``, bilinear, zero padding,
+``align_corners=False``): it runs on CPU and GPU, is differentiable by autograd, and is the
+reference every faster backend is checked against. Backends register under a name and are
+chosen with ``DECOLA_MSDA_BACKEND`` or the ``backend=`` argument.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from decola_core.errors import DecolaError
+
+BACKEND_ENV = "DECOLA_MSDA_BACKEND"
+DEFAULT_BACKEND = "pytorch"
+#: Queries processed at once; bounds the (B*M, d, Lq, L*P) sampling buffer for class mode.
+DEFAULT_QUERY_CHUNK = 4096
+
+Backend = Callable[..., torch.Tensor]
+_BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, fn: Backend) -> None:
+    """Make ``fn`` selectable as backend ``name`` (same signature as :func:`ms_deform_attn_pytorch`)."""
+    _BACKENDS[name] = fn
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends."""
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str | None = None) -> tuple[str, Backend]:
+    """The backend ``name`` (default: ``$DECOLA_MSDA_BACKEND`` or ``pytorch``)."""
+    name = name or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    if name not in _BACKENDS:
+        known = ", ".join(available_backends())
+        raise DecolaError(f"unknown deformable-attention backend '{name}' (available: {known})")
+    return name, _BACKENDS[name]
+
+
+def ms_deform_attn_pytorch(
+    value: torch.Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    query_chunk: int = DEFAULT_QUERY_CHUNK,
+) -> torch.Tensor:
+    """Sample and weight multi-scale features.
+
+    Args:
+        value: (B, S, M, d) projected features of all levels, flattened level after level.
+        spatial_shapes: (H_l, W_l) of each level, as Python ints.
+        sampling_locations: (B, Lq, M, L, P, 2) in [0, 1] of each level's map, (x, y).
+        attention_weights: (B, Lq, M, L, P), already normalised.
+        query_chunk: queries per chunk, to bound memory for very many queries.
+
+    Returns:
+        (B, Lq, M * d), heads concatenated head-major.
+    """
+    batch, _, heads, dim = value.shape
+    _, num_queries, _, levels, points, _ = sampling_locations.shape
+    sizes = [h * w for h, w in spatial_shapes]
+    if sum(sizes) != value.shape[1]:
+        raise ValueError(f"spatial_shapes cover {sum(sizes)} tokens but value has {value.shape[1]}")
+    # (B*M, d, H_l, W_l) per level
+    value_levels = [
+        v.flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
+        for v, (h, w) in zip(value.split(sizes, dim=1), spatial_shapes, strict=True)
+    ]
+    outputs = []
+    for start in range(0, num_queries, max(1, query_chunk)):
+        end = min(start + query_chunk, num_queries)
+        grids = 2 * sampling_locations[:, start:end] - 1  # (B, q, M, L, P, 2)
+        sampled = [
+            F.grid_sample(
+                value_levels[lvl],
+                grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1),  # (B*M, q, P, 2)
+                mode="bilinear",
+                padding_mode="zeros",
+                align_corners=False,
+            )
+            for lvl in range(levels)
+        ]  # each (B*M, d, q, P)
+        stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*M, d, q, L*P)
+        weights = attention_weights[:, start:end].transpose(1, 2)  # (B, M, q, L, P)
+        weights = weights.reshape(batch * heads, 1, end - start, levels * points)
+        chunk = (stacked * weights).sum(-1).view(batch, heads * dim, end - start)
+        outputs.append(chunk.transpose(1, 2))
+    return torch.cat(outputs, dim=1).contiguous()
+
+
+register_backend(DEFAULT_BACKEND, ms_deform_attn_pytorch)
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Multi-scale deformable attention with the selected backend (see module docstring)."""
+    _, fn = get_backend(backend)
+    return fn(value, spatial_shapes, sampling_locations, attention_weights)

@@ -1,0 +1,44 @@
+"""Safe file output: write to a temporary file in the same folder, then rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from decola_core.errors import DecolaError
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", *, protect: tuple[Path, ...] = ()) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
+
+    If the block raises, the temporary file is removed and ``path`` is left untouched.
+    ``protect`` lists input files that must never be overwritten.
+    """
+    path = Path(path)
+    for guarded in protect:
+        if path.resolve() == Path(guarded).resolve():
+            raise DecolaError(f"refusing to overwrite the input file {path}; choose another output")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str, *, protect: tuple[Path, ...] = ()) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path, "w", protect=protect) as handle:
+        handle.write(text)
