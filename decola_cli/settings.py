@@ -92,6 +92,8 @@ def build_settings(cls: type[SettingsT], **cli_values: Any) -> SettingsT:
         problems = []
         for item in err.errors():
             name = str(item["loc"][0]) if item["loc"] else "?"
-            source = "option" if name in given else f"environment variable {ENV_PREFIX}{name.upper()}"
+            source = (
+                "option" if name in given else f"environment variable {ENV_PREFIX}{name.upper()}"
+            )
             problems.append(f"{source} {name}: {item['msg']} (got {item.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None

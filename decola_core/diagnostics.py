@@ -13,8 +13,17 @@ from typing import Any
 from decola_core import __version__
 
 LIBRARIES = (
-    "torch", "torchvision", "timm", "open_clip_torch", "numpy", "scipy", "pydantic",
-    "pycocotools", "lvis", "faster-coco-eval", "wandb",
+    "torch",
+    "torchvision",
+    "timm",
+    "open_clip_torch",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "pycocotools",
+    "lvis",
+    "faster-coco-eval",
+    "wandb",
 )
 
 
@@ -62,10 +71,17 @@ def _torch() -> dict[str, Any]:
             props = torch.cuda.get_device_properties(index)
             info[f"cuda:{index}"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
     info["bf16 on cuda"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    info["distributed"] = ", ".join(
-        b for b, ok in (("gloo", torch.distributed.is_gloo_available()),
-                        ("nccl", torch.distributed.is_nccl_available())) if ok
-    ) or "none"
+    info["distributed"] = (
+        ", ".join(
+            b
+            for b, ok in (
+                ("gloo", torch.distributed.is_gloo_available()),
+                ("nccl", torch.distributed.is_nccl_available()),
+            )
+            if ok
+        )
+        or "none"
+    )
     return info
 
 
@@ -99,7 +115,10 @@ def _backends() -> dict[str, Any]:
     name, _ = get_backend()
     lvis = package_version("lvis")
     fast = package_version("faster-coco-eval")
-    evaluators = [f"lvis-api {lvis}" if lvis else None, f"faster-coco-eval {fast}" if fast else None]
+    evaluators = [
+        f"lvis-api {lvis}" if lvis else None,
+        f"faster-coco-eval {fast}" if fast else None,
+    ]
     return {
         "deformable attention (in use)": name,
         "deformable attention (available)": ", ".join(available_backends()),

@@ -1,4 +1,4 @@
-"""``decola checks``: what decola finds on this machine (versions, devices, data, cache, backends)."""
+"""``decola checks``: versions, devices, data, cache and backends found on this machine."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def checks(
     data_root: options.DataRootOption = None,
     cache_dir: options.CacheDirOption = None,
     offline: Annotated[
-        bool | None, typer.Option("--offline/--online", help="Report as if offline [env DECOLA_OFFLINE].")
+        bool | None,
+        typer.Option("--offline/--online", help="Report as if offline [env DECOLA_OFFLINE]."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:

@@ -116,10 +116,12 @@ def show_command(
 @app.command("import", epilog=IMPORT_EPILOG)
 def import_command(
     original: Annotated[
-        Path, typer.Argument(help="An original DECOLA/detectron2 YAML (its _BASE_ files beside it).")
+        Path,
+        typer.Argument(help="An original DECOLA/detectron2 YAML (its _BASE_ files beside it)."),
     ],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the recipe here instead of printing.")
+        Path | None,
+        typer.Option("--output", "-o", help="Write the recipe here instead of printing."),
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail (exit 2) when the file has unknown keys.")
@@ -142,7 +144,10 @@ def import_command(
         for key, reason in result.ignored:
             err.print(f"[dim]ignored[/] {key}: {reason}")
     elif result.ignored:
-        err.print(f"[dim]{len(result.ignored)} keys have no effect here and were ignored (--verbose lists them)[/]")
+        count = len(result.ignored)
+        err.print(
+            f"[dim]{count} keys have no effect here and were ignored (--verbose lists them)[/]"
+        )
     if settings.strict and result.unknown:
         raise ConfigError(f"{settings.original}: {len(result.unknown)} unknown keys (--strict)")
     text = (

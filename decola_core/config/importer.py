@@ -11,6 +11,7 @@ ignored; keys this importer has never heard of are reported as unknown.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,35 +66,100 @@ WEIGHT_FILES = {
 
 #: Subtrees and keys that no DETR-family model reads.
 IGNORED_PREFIXES = (
-    "MODEL.ANCHOR_GENERATOR", "MODEL.BIFPN", "MODEL.CENTERNET", "MODEL.DLA", "MODEL.FPN",
-    "MODEL.PANOPTIC_FPN", "MODEL.PROPOSAL_GENERATOR", "MODEL.ROI_", "MODEL.RPN",
-    "MODEL.RETINANET", "MODEL.SEM_SEG_HEAD", "MODEL.KEYPOINT_ON", "MODEL.LOAD_PROPOSALS",
-    "MODEL.DEVICE", "MODEL.CAP_", "MODEL.SYNC_CAPTION_BATCH", "MODEL.DYNAMIC_CLASSIFIER",
-    "MODEL.NUM_SAMPLE_CATS", "MODEL.RESET_CLS_TESTS", "MODEL.TEST_CLASSIFIERS",
-    "MODEL.TEST_NUM_CLASSES", "MODEL.DATASET_LOSS_WEIGHT", "MODEL.WITH_CAPTION",
-    "MODEL.SOFTMAX_CLS", "MODEL.MASK_ON",
-    "MODEL.DETR.FROZEN_WEIGHTS", "MODEL.DETR.NO_OBJECT_WEIGHT", "MODEL.DETR.PRE_NORM",
-    "MODEL.DETR.NUM_CLASSES_LIST", "MODEL.DETR.USE_FED_LOSS_LIST", "MODEL.DETR.IGNORE_ZERO_CATS",
-    "MODEL.DETR.CAT_FREQ_PATH", "MODEL.DETR.IMAGE_LABEL_LOSS",
-    "MODEL.DECOLA.WITH_IMAGE_LABELS", "MODEL.DECOLA.OFFLINE_PSEUDO_LABELER_PATH",
-    "MODEL.DECOLA.ZS_WEIGHT_PATH_LIST", "MODEL.TIMM.PRETRAINED",
-    "MODEL.RESNETS.DEFORM_", "MODEL.RESNETS.NUM_GROUPS", "MODEL.RESNETS.WIDTH_PER_GROUP",
-    "MODEL.RESNETS.RES2_OUT_CHANNELS", "MODEL.RESNETS.RES5_DILATION",
+    "MODEL.ANCHOR_GENERATOR",
+    "MODEL.BIFPN",
+    "MODEL.CENTERNET",
+    "MODEL.DLA",
+    "MODEL.FPN",
+    "MODEL.PANOPTIC_FPN",
+    "MODEL.PROPOSAL_GENERATOR",
+    "MODEL.ROI_",
+    "MODEL.RPN",
+    "MODEL.RETINANET",
+    "MODEL.SEM_SEG_HEAD",
+    "MODEL.KEYPOINT_ON",
+    "MODEL.LOAD_PROPOSALS",
+    "MODEL.DEVICE",
+    "MODEL.CAP_",
+    "MODEL.SYNC_CAPTION_BATCH",
+    "MODEL.DYNAMIC_CLASSIFIER",
+    "MODEL.NUM_SAMPLE_CATS",
+    "MODEL.RESET_CLS_TESTS",
+    "MODEL.TEST_CLASSIFIERS",
+    "MODEL.TEST_NUM_CLASSES",
+    "MODEL.DATASET_LOSS_WEIGHT",
+    "MODEL.WITH_CAPTION",
+    "MODEL.SOFTMAX_CLS",
+    "MODEL.MASK_ON",
+    "MODEL.DETR.FROZEN_WEIGHTS",
+    "MODEL.DETR.NO_OBJECT_WEIGHT",
+    "MODEL.DETR.PRE_NORM",
+    "MODEL.DETR.NUM_CLASSES_LIST",
+    "MODEL.DETR.USE_FED_LOSS_LIST",
+    "MODEL.DETR.IGNORE_ZERO_CATS",
+    "MODEL.DETR.CAT_FREQ_PATH",
+    "MODEL.DETR.IMAGE_LABEL_LOSS",
+    "MODEL.DECOLA.WITH_IMAGE_LABELS",
+    "MODEL.DECOLA.OFFLINE_PSEUDO_LABELER_PATH",
+    "MODEL.DECOLA.ZS_WEIGHT_PATH_LIST",
+    "MODEL.TIMM.PRETRAINED",
+    "MODEL.RESNETS.DEFORM_",
+    "MODEL.RESNETS.NUM_GROUPS",
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "MODEL.RESNETS.RES5_DILATION",
     "MODEL.RESNETS.STEM_OUT_CHANNELS",
-    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK", "DATASETS.PROPOSAL_FILES",
-    "DATALOADER.PSEUDO_LABEL_TRAINING_SCORE_THRES", "DATALOADER.REPEAT_SQRT",
-    "DATALOADER.USE_DIFF_BS_SIZE", "DATALOADER.USE_TAR_DATASET", "DATALOADER.TARFILE_PATH",
-    "DATALOADER.TAR_INDEX_DIR", "DATALOADER.DATASET_",
-    "INPUT.TEST_SIZE", "INPUT.TEST_INPUT_TYPE", "INPUT.IMAGE_SIZE", "INPUT.MIN_SCALE",
-    "INPUT.MAX_SCALE", "INPUT.MASK_FORMAT", "INPUT.NOT_CLAMP_BOX",
-    "SOLVER.USE_CUSTOM_SOLVER", "SOLVER.NESTEROV", "SOLVER.WEIGHT_DECAY_NORM",
-    "SOLVER.WEIGHT_DECAY_BIAS", "SOLVER.BIAS_LR_FACTOR", "SOLVER.REFERENCE_WORLD_SIZE",
-    "SOLVER.BASE_LR_END", "SOLVER.RESET_ITER", "SOLVER.AMP",
-    "TEST.AUG", "TEST.PRECISE_BN", "TEST.EXPECTED_RESULTS", "TEST.KEYPOINT_OKS_SIGMAS",
-    "VERSION", "CUDNN_BENCHMARK", "DEBUG",
-    "IS_DEBUG", "QUICK_DEBUG", "SAVE_DEBUG_PATH", "EVAL_PRED_AR", "EVAL_PROPOSAL_AR",
-    "EVAL_CAT_SPEC_AR", "EVAL_AP_FIX", "SAVE_VIS", "SAVE_PTH", "FIND_UNUSED_PARAM", "GLOBAL",
-    "FLOAT32_PRECISION", "DEBUG_SHOW_NAME", "VIS_THRESH", "DATASETS.TEST_SEQ",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK",
+    "DATASETS.PROPOSAL_FILES",
+    "DATALOADER.PSEUDO_LABEL_TRAINING_SCORE_THRES",
+    "DATALOADER.REPEAT_SQRT",
+    "DATALOADER.USE_DIFF_BS_SIZE",
+    "DATALOADER.USE_TAR_DATASET",
+    "DATALOADER.TARFILE_PATH",
+    "DATALOADER.TAR_INDEX_DIR",
+    "DATALOADER.DATASET_",
+    "INPUT.TEST_SIZE",
+    "INPUT.TEST_INPUT_TYPE",
+    "INPUT.IMAGE_SIZE",
+    "INPUT.MIN_SCALE",
+    "INPUT.MAX_SCALE",
+    "INPUT.MASK_FORMAT",
+    "INPUT.NOT_CLAMP_BOX",
+    "SOLVER.USE_CUSTOM_SOLVER",
+    "SOLVER.NESTEROV",
+    "SOLVER.WEIGHT_DECAY_NORM",
+    "SOLVER.WEIGHT_DECAY_BIAS",
+    "SOLVER.BIAS_LR_FACTOR",
+    "SOLVER.REFERENCE_WORLD_SIZE",
+    "SOLVER.BASE_LR_END",
+    "SOLVER.RESET_ITER",
+    "SOLVER.AMP",
+    "SOLVER.NUM_DECAYS",
+    "SOLVER.RESCALE_INTERVAL",
+    "SAVE_DEBUG",
+    "VIS_PERIOD",
+    "TEST.AUG",
+    "TEST.PRECISE_BN",
+    "TEST.EXPECTED_RESULTS",
+    "TEST.KEYPOINT_OKS_SIGMAS",
+    "VERSION",
+    "CUDNN_BENCHMARK",
+    "DEBUG",
+    "IS_DEBUG",
+    "QUICK_DEBUG",
+    "SAVE_DEBUG_PATH",
+    "EVAL_PRED_AR",
+    "EVAL_PROPOSAL_AR",
+    "EVAL_CAT_SPEC_AR",
+    "EVAL_AP_FIX",
+    "SAVE_VIS",
+    "SAVE_PTH",
+    "FIND_UNUSED_PARAM",
+    "GLOBAL",
+    "FLOAT32_PRECISION",
+    "DEBUG_SHOW_NAME",
+    "VIS_THRESH",
+    "DATASETS.TEST_SEQ",
 )
 
 Converter = Callable[[Any], Any]
@@ -182,45 +248,89 @@ RULES: list[Rule] = [
     ("MODEL.DETR.WEAK_WEIGHT", "model.loss.weak_weight", _same, "deformable_detr"),
     ("MODEL.DETR.ORACLE_EVALUATION", "test.oracle", _same, "deformable_detr"),
     ("MODEL.DETR.TEST_SCORE_THRESHOLD", "test.score_threshold", _same, "deformable_detr"),
-    ("MODEL.DETR.USE_ADAPTIVE_NUM_QUERY_FOR_EVALUATION", "test.adaptive_num_queries", _same,
-     "deformable_detr"),
+    (
+        "MODEL.DETR.USE_ADAPTIVE_NUM_QUERY_FOR_EVALUATION",
+        "test.adaptive_num_queries",
+        _same,
+        "deformable_detr",
+    ),
     ("MODEL.DETR.PER_CLASS_NUM_QUERY", "test.per_class_num_queries", _same, "deformable_detr"),
     ("MODEL.DETR.USE_ZEROSHOT_CLS", "model.classifier.use_zeroshot", _same, "deformable_detr"),
-    ("MODEL.DETR.ZEROSHOT_WEIGHT_PATH", "model.classifier.embeddings", _data_path,
-     "deformable_detr"),
+    (
+        "MODEL.DETR.ZEROSHOT_WEIGHT_PATH",
+        "model.classifier.embeddings",
+        _data_path,
+        "deformable_detr",
+    ),
     ("MODEL.DETR.ZEROSHOT_WEIGHT_DIM", "model.classifier.embed_dim", _same, "deformable_detr"),
     ("MODEL.DETR.NORM_WEIGHT", "model.classifier.norm_weight", _same, "deformable_detr"),
     ("MODEL.DETR.NORM_TEMP", "model.classifier.norm_temperature", _same, "deformable_detr"),
     ("MODEL.DETR.USE_BIAS", "model.classifier.bias_init", _same, "deformable_detr"),
     ("MODEL.DECOLA.PER_PROMPT_TOPK", "model.decola.per_prompt_topk", _same, "decola"),
-    ("MODEL.DECOLA.FIRST_STAGE_ENC_LOSS_PER_PROMPT_TOPK", "model.decola.enc_loss_per_prompt_topk",
-     _same, "decola"),
-    ("MODEL.DECOLA.USE_PIXEL_FEATURE_AS_QUERY", "model.decola.use_pixel_feature_as_query", _same,
-     "decola"),
-    ("MODEL.DECOLA.USE_PROMPT_EMBED_AS_QUERY", "model.decola.use_prompt_embed_as_query", _same,
-     "decola"),
+    (
+        "MODEL.DECOLA.FIRST_STAGE_ENC_LOSS_PER_PROMPT_TOPK",
+        "model.decola.enc_loss_per_prompt_topk",
+        _same,
+        "decola",
+    ),
+    (
+        "MODEL.DECOLA.USE_PIXEL_FEATURE_AS_QUERY",
+        "model.decola.use_pixel_feature_as_query",
+        _same,
+        "decola",
+    ),
+    (
+        "MODEL.DECOLA.USE_PROMPT_EMBED_AS_QUERY",
+        "model.decola.use_prompt_embed_as_query",
+        _same,
+        "decola",
+    ),
     ("MODEL.DECOLA.USE_PROMPT_EMBED_BIAS", "model.decola.use_prompt_embed_bias", _same, "decola"),
     ("MODEL.DECOLA.FIRST_STAGE_EMBED_NORM", "model.decola.first_stage_embed_norm", _same, "decola"),
-    ("MODEL.DECOLA.SECOND_STAGE_EMBED_NORM", "model.decola.second_stage_embed_norm", _same,
-     "decola"),
-    ("MODEL.DECOLA.MULTI_CLASS_SECOND_STAGE", "model.decola.multi_class_second_stage", _same,
-     "decola"),
+    (
+        "MODEL.DECOLA.SECOND_STAGE_EMBED_NORM",
+        "model.decola.second_stage_embed_norm",
+        _same,
+        "decola",
+    ),
+    (
+        "MODEL.DECOLA.MULTI_CLASS_SECOND_STAGE",
+        "model.decola.multi_class_second_stage",
+        _same,
+        "decola",
+    ),
     ("MODEL.DECOLA.PROB_A_OBJECT", "model.decola.prob_a_object", _same, "decola"),
-    ("MODEL.DECOLA.USE_PSEUDO_LABELING_FOR_WEAK_LOSS",
-     "model.decola.use_pseudo_labeling_for_weak_loss", _same, "decola"),
+    (
+        "MODEL.DECOLA.USE_PSEUDO_LABELING_FOR_WEAK_LOSS",
+        "model.decola.use_pseudo_labeling_for_weak_loss",
+        _same,
+        "decola",
+    ),
     ("MODEL.DECOLA.WEAK_LOSS_PSEUDO_TYPE", "model.decola.pseudo_box_choice", _same, "decola"),
     ("MODEL.DECOLA.PSEUDO_LOSS_MIN_SIZE_LIMIT", "model.decola.pseudo_min_area", _same, "decola"),
-    ("MODEL.DECOLA.NO_BOX_LOSS_FOR_PSEUDO_LABELS", "model.decola.no_box_loss_for_pseudo_labels",
-     _same, "decola"),
-    ("MODEL.DECOLA.APPLY_LOSS_ONLY_WITHIN_IMAGE", "model.decola.apply_loss_only_within_image",
-     _same, "decola"),
+    (
+        "MODEL.DECOLA.NO_BOX_LOSS_FOR_PSEUDO_LABELS",
+        "model.decola.no_box_loss_for_pseudo_labels",
+        _same,
+        "decola",
+    ),
+    (
+        "MODEL.DECOLA.APPLY_LOSS_ONLY_WITHIN_IMAGE",
+        "model.decola.apply_loss_only_within_image",
+        _same,
+        "decola",
+    ),
     ("MODEL.DECOLA.USE_ENCODER_CHECKPOINT", "model.decola.encoder_checkpoint", _same, "decola"),
     ("MODEL.DECOLA.USE_DECODER_CHECKPOINT", "model.decola.decoder_checkpoint", _same, "decola"),
     ("MODEL.DECOLA.FED_FREQ_WEIGHT", "model.loss.fed_loss_freq_weight", _same, "decola"),
     ("MODEL.DECOLA.ZS_WEIGHT_DIM", "model.classifier.embed_dim", _same, "decola"),
     ("MODEL.DECOLA.ZS_WEIGHT_PATH", "model.classifier.embeddings", _data_path, "decola"),
-    ("MODEL.DECOLA.ZS_OBJECT_WEIGHT_PATH", "model.classifier.object_embedding", _data_path,
-     "decola"),
+    (
+        "MODEL.DECOLA.ZS_OBJECT_WEIGHT_PATH",
+        "model.classifier.object_embedding",
+        _data_path,
+        "decola",
+    ),
     ("MODEL.DECOLA.ORACLE_EVALUATION", "test.oracle", _same, "decola"),
     ("MODEL.DECOLA.TEST_CLASS_CONDITIONED", "test.conditioned", _same, "decola"),
     ("MODEL.DECOLA.TEST_SCORE_THRESHOLD", "test.score_threshold", _same, "decola"),
@@ -280,8 +390,14 @@ RULES: list[Rule] = [
 ]
 RULES_BY_KEY = {rule[0]: rule for rule in RULES}
 #: Keys translated by dedicated code below rather than by a rule.
-SPECIAL_KEYS = {"DATASETS.TRAIN", "WANDB.DISABLE_WANDB", "GEN_PSEDO_LABELS",
-                "TEST.JUST_STORE_PREDICTIONS", "MODEL.BACKBONE.FREEZE_AT"}
+SPECIAL_KEYS = {
+    "DATASETS.TRAIN",
+    "WANDB.DISABLE_WANDB",
+    "GEN_PSEDO_LABELS",
+    "TEST.JUST_STORE_PREDICTIONS",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "DATALOADER.USE_RFS",
+}
 
 
 @dataclass
@@ -309,15 +425,26 @@ def load_original_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, A
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"A": {"B": 1}}`` -> ``{"A.B": 1}``."""
+    """``{"A": {"B": 1}}`` -> ``{"A.B": 1}``, with tuple strings such as ``"(1, 2)"`` parsed."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{dotted}."))
         else:
-            flat[dotted] = value
+            flat[dotted] = _literal(value)
     return flat
+
+
+def _literal(value: Any) -> Any:
+    """yacs (detectron2's config) reads ``"(480, 512)"`` as a tuple; so do we."""
+    if isinstance(value, str) and value[:1] in "([" and value[-1:] in ")]":
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+        return _listed(parsed)
+    return value
 
 
 def import_original(path: str | Path) -> ImportResult:

@@ -84,7 +84,9 @@ def find_recipe(name_or_path: str | Path) -> Path:
         raise ConfigError(f"recipe '{text}' is not available: it uses {UNSUPPORTED_RECIPES[text]}")
     names = list_recipes(root)
     if not names:
-        raise ConfigError(f"no recipes found in {root} (set {CONFIG_DIR_ENV} to the configs folder)")
+        raise ConfigError(
+            f"no recipes found in {root} (set {CONFIG_DIR_ENV} to the configs folder)"
+        )
     hint = _did_you_mean(text, names)
     raise ConfigError(f"unknown recipe '{text}'{hint} ('decola config list' shows all recipes)")
 
@@ -196,18 +198,19 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
         parts, value = parse_override(text)
         node: Any = result
         for depth, part in enumerate(parts[:-1]):
-            node = _child_for_write(node, part, ".".join(parts[: depth + 1]), text)
-        _assign(node, parts[-1], value, text)
+            node = _child_for_write(node, part, ".".join(parts[:depth]), text)
+        _assign(node, parts[-1], value, ".".join(parts[:-1]), text)
     return result
 
 
-def _child_for_write(node: Any, part: str, path: str, text: str) -> Any:
+def _child_for_write(node: Any, part: str, parent: str, text: str) -> Any:
+    """The child ``part`` of ``node`` (at key path ``parent``), copied so it can be modified."""
     if isinstance(node, list):
-        index = _list_index(node, part, path, text)
+        index = _list_index(node, part, parent, text)
         node[index] = deep_merge({}, node[index]) if isinstance(node[index], dict) else node[index]
         return node[index]
     if not isinstance(node, dict):
-        raise ConfigError(f"override '{text}': '{path}' is not a mapping")
+        raise ConfigError(f"override '{text}': '{parent}' is not a mapping")
     child = node.get(part)
     if child is None:
         child = {}
@@ -219,9 +222,9 @@ def _child_for_write(node: Any, part: str, path: str, text: str) -> Any:
     return child
 
 
-def _assign(node: Any, part: str, value: Any, text: str) -> None:
+def _assign(node: Any, part: str, value: Any, parent: str, text: str) -> None:
     if isinstance(node, list):
-        node[_list_index(node, part, part, text)] = value
+        node[_list_index(node, part, parent, text)] = value
     elif isinstance(node, dict):
         node[part] = value
     else:

@@ -94,8 +94,7 @@ class ClassifierConfig(Section):
     num_classes: int = Field(80, gt=0, description="Rows of the class-embedding file.")
     embeddings: str = Field(
         "metadata/lvis_v1_clip_a+cname.npy",
-        description="(num_classes x embed_dim) .npy; relative paths resolve against the data "
-        "root.",
+        description="(num_classes x embed_dim) .npy; relative paths resolve against the data root.",
     )
     object_embedding: str = Field(
         "metadata/lvis_v1_clip_a+object.npy",

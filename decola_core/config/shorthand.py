@@ -38,7 +38,9 @@ def recipe_for(
     baseline boxsup + lvis + swin-b -> ``BoxSup-DeformDETR_L_CLIP_SwinB_4x``.
     """
     if (phase is None) == (baseline is None):
-        raise ConfigError("choose a recipe with --phase 1|2 or --baseline boxsup|detic (one of them)")
+        raise ConfigError(
+            "choose a recipe with --phase 1|2 or --baseline boxsup|detic (one of them)"
+        )
     if phase is not None and phase not in (1, 2):
         raise ConfigError(f"--phase must be 1 or 2 (got {phase})")
     if labels is not None and phase != 2:

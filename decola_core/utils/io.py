@@ -13,7 +13,9 @@ from decola_core.errors import DecolaError
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", *, protect: tuple[Path, ...] = ()) -> Iterator[IO]:
+def atomic_open(
+    path: str | Path, mode: str = "w", *, protect: tuple[Path, ...] = ()
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
 
     If the block raises, the temporary file is removed and ``path`` is left untouched.

@@ -26,7 +26,7 @@ _BACKENDS: dict[str, Backend] = {}
 
 
 def register_backend(name: str, fn: Backend) -> None:
-    """Make ``fn`` selectable as backend ``name`` (same signature as :func:`ms_deform_attn_pytorch`)."""
+    """Make ``fn`` selectable as backend ``name`` (signature of :func:`ms_deform_attn_pytorch`)."""
     _BACKENDS[name] = fn
 
 

@@ -1,0 +1,39 @@
+"""Shared test set-up: one torch thread (OpenMP contention on 2 shared cores makes steps 10x
+slower), GPU tests skipped without CUDA, and the reference-data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """The original model's reference outputs (``DECOLA_REFERENCE_DIR`` or ../shared/reference)."""
+    path = Path(os.environ.get("DECOLA_REFERENCE_DIR", REPO_ROOT.parent / "shared" / "reference"))
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path} (set DECOLA_REFERENCE_DIR)")
+    return path
