@@ -207,3 +207,11 @@ def test_zero_shot_eval_recipes_use_the_lvis_vocabulary_in_object_mode() -> None
     assert (
         load_recipe("eval/DECOLA_PHASE2_O365_OIIN21k_CLIP_SwinL").model.backbone.size == "L-22k-384"
     )
+
+
+def test_readme_lists_every_recipe() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in list_recipes() if f"`{name}`" not in readme]
+    assert not missing
