@@ -19,7 +19,13 @@ CASES = {
     "python -c 'import torch'": [sys.executable, "-c", "import torch"],
     "decola --help": [sys.executable, "-m", "decola_cli.main", "--help"],
     "decola config show (phase 1)": [
-        sys.executable, "-m", "decola_cli.main", "config", "show", "--phase", "1",
+        sys.executable,
+        "-m",
+        "decola_cli.main",
+        "config",
+        "show",
+        "--phase",
+        "1",
     ],
 }
 
