@@ -215,3 +215,13 @@ def test_readme_lists_every_recipe() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     missing = [name for name in list_recipes() if f"`{name}`" not in readme]
     assert not missing
+
+
+def test_every_yaml_file_in_configs_validates() -> None:
+    """Fragments (configs/_fragments) are partial recipes; they validate on their own too."""
+    from decola_core.config import config_dir
+
+    files = sorted(config_dir().rglob("*.yaml"))
+    assert len(files) > len(list_recipes())  # fragments are included here
+    for path in files:
+        load_recipe(path)
