@@ -14,7 +14,7 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from decola_cli.commands import checks, config
+from decola_cli.commands import checks, config, zoo
 from decola_cli.console import fail_line, out
 from decola_core.errors import DecolaError
 
@@ -24,6 +24,7 @@ EPILOG = """[bold]Examples[/]
   decola config show --phase 1 --dataset lvis-base --backbone r50-21k
   decola config show DECOLA_PHASE2_LbaseI_CLIP_R5021k_4x_ft4x --set solver.base_lr=1e-4
   decola config import original/DECOLA_PHASE1_L_CLIP_R5021k_4x.yaml --output my_recipe.yaml
+  decola zoo download decola-phase1-lbase-r50
   decola checks
 """
 
@@ -38,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(config.app, name="config")
+app.add_typer(zoo.app, name="zoo")
 app.command(name="checks", epilog=checks.EPILOG)(checks.checks)
 
 

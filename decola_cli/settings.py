@@ -97,3 +97,15 @@ def build_settings(cls: type[SettingsT], **cli_values: Any) -> SettingsT:
             )
             problems.append(f"{source} {name}: {item['msg']} (got {item.get('input')!r})")
         raise ConfigError("; ".join(problems)) from None
+
+
+class ZooSettings(DecolaSettings):
+    """``decola zoo``: where artefacts go and whether the network may be used."""
+
+    directory: Path | None = Field(None, description="Store folder instead of <cache>/zoo.")
+    force: bool = False
+
+    def store(self) -> Path:
+        from decola_core.zoo.resolve import zoo_store
+
+        return self.directory.expanduser() if self.directory else zoo_store(self.cache_dir)

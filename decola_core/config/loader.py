@@ -248,13 +248,16 @@ def validate_recipe(data: Mapping[str, Any], source: str) -> Recipe:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from None
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """All problems of a ValidationError on one line: ``key: message (got value)``."""
+def format_validation_error(err: ValidationError, root: Any = Recipe) -> str:
+    """All problems of a ValidationError on one line: ``key: message (got value)``.
+
+    ``root`` is the model that was validated; it is used to suggest names for unknown keys.
+    """
     problems = []
     for item in err.errors():
         loc = ".".join(str(p) for p in item["loc"])
         if item["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{loc}'{_sibling_hint(item['loc'])}")
+            problems.append(f"unknown key '{loc}'{_sibling_hint(item['loc'], root)}")
             continue
         message = item["msg"]
         if message.startswith("Value error, "):
@@ -290,9 +293,9 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(repr(m) for m in matches)}?)" if matches else ""
 
 
-def _sibling_hint(loc: tuple[Any, ...]) -> str:
-    """Suggest a known field name for an unknown key at ``loc``."""
-    model: Any = Recipe
+def _sibling_hint(loc: tuple[Any, ...], root: Any) -> str:
+    """Suggest a known field name for an unknown key at ``loc`` of model ``root``."""
+    model: Any = root
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
             continue
