@@ -76,9 +76,3 @@ CacheDirOption = Annotated[
         "--cache-dir", help="Cache folder [env DECOLA_CACHE_DIR, default ~/.cache/decola]."
     ),
 ]
-WeightsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--weights", "-w", help="Checkpoint: a file path or a zoo name ('decola zoo list')."
-    ),
-]

@@ -100,10 +100,16 @@ def _data(data_root: Path) -> dict[str, Any]:
 
 
 def _cache(cache_dir: Path, offline: bool) -> dict[str, Any]:
+    from decola_core.zoo import Downloader, load_registry, zoo_store
+
+    store = Downloader(zoo_store(cache_dir), offline=True)
+    registry = load_registry()
+    cached = sum(store.is_cached(a) for a in registry)
     return {
         "cache dir": str(cache_dir),
         "exists": cache_dir.is_dir(),
         "writable": _writable(cache_dir),
+        "zoo artefacts cached": f"{cached} of {len(registry)} in {store.store}",
         "offline mode": offline,
         "WANDB_MODE": os.environ.get("WANDB_MODE", "(unset)"),
     }

@@ -179,6 +179,7 @@ def test_checks_reports_environment_and_settings(tmp_path: Path) -> None:
     assert report["data"]["present"] == "lvis_v1_val"
     assert report["cache"]["cache dir"] == str(tmp_path / "cache")
     assert report["cache"]["offline mode"] is True
+    assert report["cache"]["zoo artefacts cached"].startswith("0 of ")
     assert report["torch"]["version"].startswith("2.")
     assert report["backends"]["deformable attention (in use)"] == "pytorch"
     # the CLI option beats the environment variable
