@@ -1,0 +1,155 @@
+"""Loading weights into the native model: released detectron2 checkpoints, native checkpoints and
+third-party backbone files, each by an explicit key map, with a report of what did not match.
+
+Native layout = the original's ``detr.*`` layout without the ``detr.`` prefix, so:
+- detectron2 checkpoint (``{"model": {"detr....": ...}}``): strip ``detr.``; drop the phase-2
+  teacher (``pseudo_detr.*``), the baseline criterion buffer and ``num_batches_tracked``;
+- timm/torchvision ResNet file (``conv1.weight``, ``layer1...``, ``fc.*``): prefix
+  ``backbone.0.backbone.base.``, drop the classifier;
+- official Swin file (``patch_embed...``, ``layers.*.blocks...``): prefix ``backbone.0.backbone.``,
+  drop ``head.*``, the final ``norm.*`` and ``attn_mask`` buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from decola_core.errors import DecolaError
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_BUFFERS = ("zs_weight",)
+
+
+@dataclass
+class LoadReport:
+    """What happened when weights were loaded."""
+
+    source: str
+    format: str
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatch: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"loaded {self.loaded} tensors from {self.source} ({self.format})"]
+        if self.missing:
+            parts.append(f"{len(self.missing)} model keys not in the file")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} file keys unused")
+        if self.shape_mismatch:
+            parts.append(f"{len(self.shape_mismatch)} skipped for shape")
+        parts += [f"dropped {n} {what}" for what, n in self.dropped.items() if n]
+        return "; ".join(parts)
+
+
+def read_state_dict(path: str | Path, *, trusted: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (``model``/``state_dict`` entries unwrapped).
+
+    Files are opened with ``weights_only=True`` unless ``trusted`` (old pickled formats).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DecolaError(f"weights file not found: {path}")
+    try:
+        data: Any = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
+        hint = "" if trusted else " (if you trust this legacy file, load it with trusted=True)"
+        raise DecolaError(
+            f"{path}: cannot read weights ({type(err).__name__}: {err}){hint}"
+        ) from None
+    for key in ("model", "state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise DecolaError(f"{path}: expected a dict of tensors (optionally under 'model')")
+    return data
+
+
+def to_native(
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], str, dict[str, int]]:
+    """Map a state dict of any supported format onto native key names."""
+    keys = list(state)
+    dropped = {"teacher (pseudo_detr)": 0, "num_batches_tracked": 0, "classifier head": 0}
+    out: dict[str, torch.Tensor] = {}
+    if any(k.startswith("detr.") for k in keys):
+        fmt = "detectron2"
+        for k, v in state.items():
+            if k.endswith("num_batches_tracked"):
+                dropped["num_batches_tracked"] += 1
+            elif k.startswith("pseudo_detr."):
+                dropped["teacher (pseudo_detr)"] += 1
+            elif k.startswith("detr."):
+                out[k[len("detr.") :]] = v
+            else:
+                out[k] = v
+    elif any(k.startswith("patch_embed.") for k in keys):
+        fmt = "swin"
+        for k, v in state.items():
+            if k.startswith(("head.", "norm.")) or k.endswith("attn_mask"):
+                dropped["classifier head"] += 1
+            else:
+                out[f"backbone.0.backbone.{k}"] = v
+    elif any(k.startswith("layer1.") for k in keys) and "conv1.weight" in state:
+        fmt = "resnet"
+        for k, v in state.items():
+            if k.startswith("fc."):
+                dropped["classifier head"] += 1
+            elif k.endswith("num_batches_tracked"):
+                dropped["num_batches_tracked"] += 1
+            else:
+                out[f"backbone.0.backbone.base.{k}"] = v
+    else:
+        fmt = "native"
+        out = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    return out, fmt, dropped
+
+
+def load_weights(
+    model: nn.Module, weights: str | Path | dict[str, torch.Tensor], *, trusted: bool = False
+) -> LoadReport:
+    """Load ``weights`` (a file or a state dict) into ``model`` and report the differences.
+
+    Shape mismatches are skipped (e.g. a checkpoint trained with another vocabulary). Class
+    embeddings that the model was built with from a file win over the checkpoint's copy; a
+    difference is logged with the file that is used.
+    """
+    source = str(weights) if not isinstance(weights, dict) else "state dict"
+    state = weights if isinstance(weights, dict) else read_state_dict(weights, trusted=trusted)
+    native, fmt, dropped = to_native(state)
+    report = LoadReport(source=source, format=fmt, dropped=dropped)
+    own = model.state_dict()
+    usable: dict[str, torch.Tensor] = {}
+    for key, value in native.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(own[key].shape) != tuple(value.shape):
+            report.shape_mismatch.append((key, tuple(value.shape), tuple(own[key].shape)))
+        elif key.rsplit(".", 1)[-1] in EMBEDDING_BUFFERS and not torch.allclose(
+            own[key].float(), value.float(), atol=1e-5
+        ):
+            report.notes.append(key)
+        else:
+            usable[key] = value
+    if report.notes:
+        log.warning(
+            "%s: %d class-embedding buffers differ from the embedding file the model was "
+            "built with; the file's embeddings are used",
+            source,
+            len(report.notes),
+        )
+    result = model.load_state_dict(usable, strict=False)
+    report.missing = [k for k in result.missing_keys if k not in native]
+    report.loaded = len(usable)
+    log.info(report.summary())
+    return report

@@ -1,0 +1,216 @@
+"""The DECOLA detector: preprocessing, backbone, input projections, transformer and heads.
+
+The module tree mirrors the original's ``detr.*`` tree (``backbone.0.backbone...``,
+``input_proj``, ``transformer``, ``class_embed.0..L``, ``bbox_embed.0..L``), so a released
+checkpoint loads by stripping its ``detr.`` prefix. Head index L (= number of decoder layers)
+is the first stage.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from decola_core.modeling.backbone import MaskedBackbone
+from decola_core.modeling.classifier import PromptClassifier
+from decola_core.modeling.position import sine_position_embedding
+from decola_core.modeling.transformer import DeformableTransformer, Record, TransformerOutput
+from decola_core.structures.boxes import inverse_sigmoid
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (``layers.0..n-1``)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(
+            nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim], strict=True)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else torch.relu(layer(x))
+        return x
+
+
+@dataclass
+class ImageBatch:
+    """Normalised images padded to a common size, with the padding mask and true sizes."""
+
+    tensor: torch.Tensor  # (B, 3, H, W)
+    mask: torch.Tensor  # (B, H, W), True = padding
+    sizes: list[tuple[int, int]]  # (h, w) of each image before padding
+
+
+@dataclass
+class DetectorOutput:
+    """Raw outputs: the last decoder layer plus every auxiliary layer and the first stage."""
+
+    pred_logits: torch.Tensor  # (B, Q, 1) class mode, (B, Q, Ncls) object mode
+    pred_boxes: torch.Tensor  # (B, Q, 4) cxcywh normalised to the unpadded image
+    prompt_inds: torch.Tensor | None  # (B, Q) class id of each query's prompt (class mode)
+    aux: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    transformer: TransformerOutput | None = None
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+def build_input_proj(num_channels: list[int], hidden_dim: int, num_levels: int) -> nn.ModuleList:
+    """1x1 conv + GN per backbone level, then stride-2 3x3 conv + GN for each extra level."""
+    layers = [
+        nn.Sequential(nn.Conv2d(c, hidden_dim, kernel_size=1), nn.GroupNorm(32, hidden_dim))
+        for c in num_channels
+    ]
+    in_channels = num_channels[-1]
+    for _ in range(num_levels - len(num_channels)):
+        layers.append(
+            nn.Sequential(
+                nn.Conv2d(in_channels, hidden_dim, kernel_size=3, stride=2, padding=1),
+                nn.GroupNorm(32, hidden_dim),
+            )
+        )
+        in_channels = hidden_dim
+    for proj in layers:
+        nn.init.xavier_uniform_(proj[0].weight, gain=1)
+        nn.init.constant_(proj[0].bias, 0)
+    return nn.ModuleList(layers)
+
+
+class DeformableDETRBase(nn.Module):
+    """What DECOLA and the BoxSup/Detic baseline share: inputs, backbone, levels, box heads."""
+
+    def __init__(
+        self,
+        backbone: MaskedBackbone,
+        transformer: DeformableTransformer,
+        *,
+        num_feature_levels: int,
+        pixel_mean: list[float],
+        pixel_std: list[float],
+    ) -> None:
+        super().__init__()
+        hidden_dim = transformer.d_model
+        self.num_feature_levels = num_feature_levels
+        self.backbone = nn.ModuleList([backbone])
+        self.input_proj = build_input_proj(backbone.num_channels, hidden_dim, num_feature_levels)
+        self.transformer = transformer
+        num_heads = len(transformer.decoder.layers) + 1
+        box_head = MLP(hidden_dim, hidden_dim, 4, 3)
+        nn.init.constant_(box_head.layers[-1].weight, 0)
+        nn.init.constant_(box_head.layers[-1].bias, 0)
+        self.bbox_embed = nn.ModuleList(copy.deepcopy(box_head) for _ in range(num_heads))
+        transformer.decoder.bbox_embed = self.bbox_embed
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess(self, images: list[torch.Tensor]) -> ImageBatch:
+        """uint8 (3, H, W) images -> normalised, zero-padded batch (no size divisibility)."""
+        if not images:
+            raise ValueError("no images given")
+        normalised = [
+            (img.to(self.device).float() - self.pixel_mean) / self.pixel_std for img in images
+        ]
+        height = max(int(x.shape[1]) for x in normalised)
+        width = max(int(x.shape[2]) for x in normalised)
+        tensor = normalised[0].new_zeros(len(images), 3, height, width)
+        mask = torch.ones(len(images), height, width, dtype=torch.bool, device=self.device)
+        for i, x in enumerate(normalised):
+            tensor[i, :, : x.shape[1], : x.shape[2]] = x
+            mask[i, : x.shape[1], : x.shape[2]] = False
+        sizes = [(int(x.shape[1]), int(x.shape[2])) for x in normalised]
+        return ImageBatch(tensor, mask, sizes)
+
+    def feature_levels(self, batch: ImageBatch, record: Record = None):
+        """Projected feature levels, their masks and sine position encodings."""
+        out = self.backbone[0](batch.tensor, batch.mask)
+        if record is not None:
+            for name, feat, m in zip(
+                self.backbone[0].in_features, out.features, out.masks, strict=True
+            ):
+                record[f"backbone/{name}"] = feat.detach()
+                record[f"backbone_mask/{name}"] = m
+        srcs = [proj(f) for proj, f in zip(self.input_proj, out.features, strict=False)]
+        masks = list(out.masks)
+        num_feats = self.transformer.d_model // 2
+        for level in range(len(out.features), self.num_feature_levels):
+            source = out.features[-1] if level == len(out.features) else srcs[-1]
+            src = self.input_proj[level](source)
+            mask = nn.functional.interpolate(batch.mask[None].float(), size=src.shape[-2:])
+            srcs.append(src)
+            masks.append(mask.to(torch.bool)[0])
+        pos = [
+            sine_position_embedding(m, num_feats).to(s.dtype)
+            for m, s in zip(masks, srcs, strict=True)
+        ]
+        return srcs, masks, pos
+
+    def boxes_per_layer(self, out: TransformerOutput) -> list[torch.Tensor]:
+        """Refined boxes of every decoder layer (each from the previous layer's reference)."""
+        boxes = []
+        for lvl in range(out.hs.shape[0]):
+            reference = out.init_reference if lvl == 0 else out.inter_references[lvl - 1]
+            boxes.append((self.bbox_embed[lvl](out.hs[lvl]) + inverse_sigmoid(reference)).sigmoid())
+        return boxes
+
+
+class DecolaDETR(DeformableDETRBase):
+    """Language-conditioned Deformable DETR (spec §1): class mode and object mode."""
+
+    def __init__(self, backbone, transformer, classifier: PromptClassifier, **kwargs) -> None:
+        super().__init__(backbone, transformer, **kwargs)
+        num_heads = len(transformer.decoder.layers) + 1
+        self.class_embed = nn.ModuleList(copy.deepcopy(classifier) for _ in range(num_heads))
+        transformer.decoder.class_embed = self.class_embed
+        self.num_classes = classifier.num_classes
+
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        prompt_ids: torch.Tensor | None = None,
+        *,
+        record: Record = None,
+    ) -> DetectorOutput:
+        """Detect in ``images`` (uint8, 3 x H x W each).
+
+        ``prompt_ids`` (K,) class ids selects class mode (every image uses the same K prompts);
+        None selects object mode ("a object", all classes scored).
+        """
+        batch = self.preprocess(images)
+        srcs, masks, pos = self.feature_levels(batch, record)
+        class_mode = prompt_ids is not None
+        first_stage = self.class_embed[-1]
+        if class_mode:
+            prompts = prompt_ids.to(self.device).view(1, -1).expand(len(images), -1)
+
+            def scores(memory):
+                return first_stage.against_prompts(memory, prompts), prompts
+        else:
+
+            def scores(memory):
+                return first_stage.object_logits(memory), None
+
+        out = self.transformer(
+            srcs, masks, pos, first_stage_scores=scores, class_mode=class_mode, record=record
+        )
+        layers = []
+        for lvl, boxes in enumerate(self.boxes_per_layer(out)):
+            head = self.class_embed[lvl]
+            hs = out.hs[lvl]
+            logits = head.own_prompt(hs, out.prompt_inds) if class_mode else head.all_classes(hs)
+            layers.append({"pred_logits": logits, "pred_boxes": boxes})
+        last = layers[-1]
+        return DetectorOutput(
+            pred_logits=last["pred_logits"],
+            pred_boxes=last["pred_boxes"],
+            prompt_inds=out.prompt_inds,
+            aux=layers[:-1],
+            transformer=out,
+            image_sizes=batch.sizes,
+        )
