@@ -91,6 +91,8 @@ def to_native(
                 dropped["teacher (pseudo_detr)"] += 1
             elif k.startswith("detr."):
                 out[k[len("detr.") :]] = v
+            elif k == "criterion.fed_loss_weight":  # the baseline keeps it on the criterion
+                out["fed_loss_weight"] = v
             else:
                 out[k] = v
     elif any(k.startswith("patch_embed.") for k in keys):

@@ -163,6 +163,7 @@ class DeformableTransformer(nn.Module):
         per_prompt_topk: int | None = None,
         use_pixel_feature_as_query: bool = False,
         self_attention: str = "grouped",
+        reinit_decoder: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -186,6 +187,13 @@ class DeformableTransformer(nn.Module):
         self.decoder.layers = nn.ModuleList(
             copy.deepcopy(dec_layer) for _ in range(num_decoder_layers)
         )
+        if reinit_decoder:  # the stock decoder (baseline) shares the transformer's init
+            for p in self.decoder.parameters():
+                if p.dim() > 1:
+                    nn.init.xavier_uniform_(p)
+            for m in self.decoder.modules():
+                if isinstance(m, MSDeformAttn):
+                    m.reset_parameters()
         if use_pixel_feature_as_query:
             self.pix_trans = nn.Linear(d_model, d_model)
             self.pix_trans_norm = nn.LayerNorm(d_model)

@@ -1,0 +1,125 @@
+"""The BoxSup / Detic baseline: a stock two-stage Deformable DETR with Detic's zero-shot
+classifier (spec §3), including the quirks released checkpoints depend on."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from decola_core.config.schema import Recipe
+from decola_core.modeling.backbone import MaskedBackbone, build_backbone
+from decola_core.modeling.classifier import DeticZeroShotClassifier
+from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput
+from decola_core.modeling.transformer import DeformableTransformer, Record
+
+
+class BoxSupDETR(DeformableDETRBase):
+    """Object-mode-only detector: 300 (num_queries) class-agnostic proposals, all classes scored.
+
+    ``class_embed[0..L-1]`` are Detic classifiers; ``class_embed[L]`` (first stage) is a plain
+    Linear over all classes of which only channel 0 ranks the proposals.
+    """
+
+    def __init__(
+        self,
+        backbone,
+        transformer,
+        classifier: DeticZeroShotClassifier,
+        fed_loss_weight: torch.Tensor,
+        **kwargs,
+    ) -> None:
+        super().__init__(backbone, transformer, **kwargs)
+        num_layers = len(transformer.decoder.layers)
+        num_classes = classifier.zs_weight.shape[1]
+        first = nn.Linear(transformer.d_model, num_classes)
+        nn.init.constant_(
+            first.bias, classifier.cls_bias.item() if classifier.cls_bias is not None else 0.0
+        )
+        heads = [copy.deepcopy(classifier) for _ in range(num_layers)] + [first]
+        self.class_embed = nn.ModuleList(heads)
+        transformer.decoder.class_embed = self.class_embed
+        self.num_classes = num_classes
+        self.register_buffer("fed_loss_weight", fed_loss_weight.float())
+
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        prompt_ids: torch.Tensor | None = None,
+        *,
+        record: Record = None,
+    ) -> DetectorOutput:
+        """Detect in ``images``; the baseline has no class mode (``prompt_ids`` must be None)."""
+        if prompt_ids is not None:
+            raise ValueError(
+                "the BoxSup/Detic baseline has no class mode; restrict classes in "
+                "post-processing instead (allowed_classes)"
+            )
+        batch = self.preprocess(images)
+        srcs, masks, pos = self.feature_levels(batch, record)
+        first_stage = self.class_embed[-1]
+        out = self.transformer(
+            srcs,
+            masks,
+            pos,
+            class_mode=False,
+            record=record,
+            first_stage_scores=lambda memory: (first_stage(memory), None),
+        )
+        layers = [
+            {"pred_logits": self.class_embed[lvl](out.hs[lvl]), "pred_boxes": boxes}
+            for lvl, boxes in enumerate(self.boxes_per_layer(out))
+        ]
+        return DetectorOutput(
+            layers[-1]["pred_logits"],
+            layers[-1]["pred_boxes"],
+            None,
+            aux=layers[:-1],
+            transformer=out,
+            image_sizes=batch.sizes,
+        )
+
+
+def build_baseline(recipe: Recipe, *, data_root: Path) -> BoxSupDETR:
+    """The baseline network of ``recipe`` (architecture ``deformable_detr``)."""
+    from decola_core.modeling.build import _resolve, load_embeddings, load_fed_loss_weight
+
+    cfg = recipe.model
+    t, c = cfg.transformer, cfg.classifier
+    backbone = MaskedBackbone(build_backbone(cfg.backbone), t.in_features)
+    transformer = DeformableTransformer(
+        d_model=t.hidden_dim,
+        nhead=t.nheads,
+        num_encoder_layers=t.enc_layers,
+        num_decoder_layers=t.dec_layers,
+        dim_feedforward=t.dim_feedforward,
+        dropout=t.dropout,
+        num_feature_levels=t.num_feature_levels,
+        num_queries=t.num_queries,
+        look_forward_twice=t.look_forward_twice,
+        reinit_decoder=True,
+    )
+    embeddings = load_embeddings(
+        _resolve(c.embeddings, data_root), c.num_classes, c.embed_dim, "class embeddings"
+    )
+    classifier = DeticZeroShotClassifier(
+        t.hidden_dim,
+        embeddings,
+        norm_weight=c.norm_weight,
+        bias_init=c.bias_init,
+        temperature=c.norm_temperature,
+    )
+    fed = load_fed_loss_weight(
+        _resolve(c.category_info, data_root), c.num_classes, cfg.loss.fed_loss_freq_weight
+    )
+    return BoxSupDETR(
+        backbone,
+        transformer,
+        classifier,
+        fed,
+        num_feature_levels=t.num_feature_levels,
+        pixel_mean=cfg.pixel_mean,
+        pixel_std=cfg.pixel_std,
+    )
