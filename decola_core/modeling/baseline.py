@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from decola_core.config.schema import Recipe
+from decola_core.config.schema import PRIOR_BIAS, Recipe
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.classifier import DeticZeroShotClassifier
 from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput
@@ -35,9 +35,7 @@ class BoxSupDETR(DeformableDETRBase):
         num_layers = len(transformer.decoder.layers)
         num_classes = classifier.zs_weight.shape[1]
         first = nn.Linear(transformer.d_model, num_classes)
-        nn.init.constant_(
-            first.bias, classifier.cls_bias.item() if classifier.cls_bias is not None else 0.0
-        )
+        nn.init.constant_(first.bias, PRIOR_BIAS)
         heads = [copy.deepcopy(classifier) for _ in range(num_layers)] + [first]
         self.class_embed = nn.ModuleList(heads)
         transformer.decoder.class_embed = self.class_embed

@@ -85,10 +85,10 @@ def to_native(
     if any(k.startswith("detr.") for k in keys):
         fmt = "detectron2"
         for k, v in state.items():
-            if k.endswith("num_batches_tracked"):
-                dropped["num_batches_tracked"] += 1
-            elif k.startswith("pseudo_detr."):
+            if k.startswith("pseudo_detr."):
                 dropped["teacher (pseudo_detr)"] += 1
+            elif k.endswith("num_batches_tracked"):
+                dropped["num_batches_tracked"] += 1
             elif k.startswith("detr."):
                 out[k[len("detr.") :]] = v
             elif k == "criterion.fed_loss_weight":  # the baseline keeps it on the criterion
