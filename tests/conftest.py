@@ -37,3 +37,21 @@ def reference_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data not found at {path} (set DECOLA_REFERENCE_DIR)")
     return path
+
+
+@pytest.fixture()
+def toy_data_root(tmp_path: Path) -> Path:
+    """Random class embeddings and category statistics for the toy recipes (8 classes, 64-d)."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "toy" / "annotations").mkdir(parents=True)
+    np.save(tmp_path / "toy" / "toy_clip_a+cname.npy", rng.normal(size=(8, 64)).astype(np.float16))
+    np.save(tmp_path / "toy" / "toy_clip_a+object.npy", rng.normal(size=(1, 64)).astype(np.float16))
+    categories = [{"id": i + 1, "name": f"shape{i}", "image_count": 10 + i} for i in range(8)]
+    (tmp_path / "toy" / "annotations" / "toy_train.json").write_text(
+        json.dumps({"images": [], "annotations": [], "categories": categories})
+    )
+    return tmp_path

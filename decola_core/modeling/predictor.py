@@ -1,0 +1,159 @@
+"""Images in, detections out: resizing, class or object mode, post-processing (spec §4.3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from decola_core.modeling.postprocess import Detections, postprocess
+from decola_core.modeling.prompts import prompt_chunks
+
+
+def resize_shortest_edge(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """Resize a uint8 (3, H, W) image so its short side is ``min_size`` and its long side at
+    most ``max_size`` (detectron2's ResizeShortestEdge rounding)."""
+    h, w = image.shape[1:]
+    scale = min_size / min(h, w)
+    if max(h, w) * scale > max_size:
+        scale = max_size / max(h, w)
+    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+    if (new_h, new_w) == (h, w):
+        return image
+    resized = F.interpolate(
+        image[None].float(),
+        size=(new_h, new_w),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def as_uint8_chw(image) -> torch.Tensor:
+    """A (3, H, W) uint8 RGB tensor from a tensor, an (H, W, 3) array or a PIL image."""
+    if isinstance(image, torch.Tensor):
+        tensor = image
+    else:
+        array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    if tensor.dim() != 3 or tensor.shape[0] != 3 or tensor.dtype != torch.uint8:
+        raise ValueError(
+            f"expected a uint8 tensor of shape (3, H, W), got {tuple(tensor.shape)} {tensor.dtype}"
+        )
+    return tensor
+
+
+class Predictor:
+    """Runs a detector on images of any size and returns one :class:`Detections` per image.
+
+    With ``classes`` the DECOLA model is conditioned on them (class mode; long lists run in
+    chunks of ``prompt_chunk`` prompts); without, it detects in object mode. The baseline has
+    no class mode: ``classes`` then restricts its output to those classes.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        min_size: int = 800,
+        max_size: int = 1333,
+        max_detections: int = 300,
+        score_threshold: float = 0.0,
+        prompt_chunk: int = 64,
+    ) -> None:
+        self.model = model.eval()
+        self.min_size, self.max_size = min_size, max_size
+        self.max_detections, self.score_threshold = max_detections, score_threshold
+        self.prompt_chunk = prompt_chunk
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe,
+        weights: str | Path,
+        *,
+        data_root: Path | str = "datasets",
+        cache_dir: Path | str = "~/.cache/decola",
+        offline: bool = False,
+        device: str | torch.device = "cpu",
+    ) -> Predictor:
+        """Build the recipe's model, load ``weights`` (a path or zoo name) and wrap it."""
+        from decola_core.modeling.build import build_model
+        from decola_core.modeling.checkpoint import load_weights
+        from decola_core.zoo import resolve_weights
+
+        model = build_model(recipe, data_root=data_root)
+        load_weights(model, resolve_weights(str(weights), Path(cache_dir), offline=offline))
+        return cls(
+            model.to(device),
+            min_size=recipe.test.min_size,
+            max_size=recipe.test.max_size,
+            max_detections=recipe.test.detections_per_image,
+            score_threshold=recipe.test.score_threshold,
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self, images: Sequence, classes: Sequence[int] | torch.Tensor | None = None
+    ) -> list[Detections]:
+        tensors = [as_uint8_chw(img) for img in images]
+        sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
+        resized = [resize_shortest_edge(t, self.min_size, self.max_size) for t in tensors]
+        wanted = (
+            None if classes is None else torch.as_tensor(list(classes), dtype=torch.int64).unique()
+        )
+        if wanted is not None and wanted.numel() == 0:
+            raise ValueError("classes is empty; pass None for object mode")
+        if wanted is None or not _has_class_mode(self.model):
+            out = self.model(resized)
+            allowed = None if wanted is None else [wanted] * len(resized)
+            return postprocess(
+                out.pred_logits,
+                out.pred_boxes,
+                sizes,
+                max_detections=self.max_detections,
+                score_threshold=self.score_threshold,
+                allowed_classes=allowed,
+            )
+        per_chunk = []
+        for chunk in prompt_chunks(wanted, self.prompt_chunk):
+            out = self.model(resized, chunk)
+            per_chunk.append(
+                postprocess(
+                    out.pred_logits,
+                    out.pred_boxes,
+                    sizes,
+                    prompt_inds=out.prompt_inds,
+                    max_detections=self.max_detections,
+                    score_threshold=self.score_threshold,
+                )
+            )
+        return [
+            _merge([dets[i] for dets in per_chunk], self.max_detections) for i in range(len(sizes))
+        ]
+
+
+def _has_class_mode(model: nn.Module) -> bool:
+    from decola_core.modeling.detector import DecolaDETR
+
+    return isinstance(model, DecolaDETR)
+
+
+def _merge(parts: list[Detections], limit: int) -> Detections:
+    if len(parts) == 1:
+        return parts[0]
+    scores = torch.cat([p.scores for p in parts])
+    order = torch.argsort(scores, descending=True, stable=True)[:limit]
+    return Detections(
+        torch.cat([p.boxes for p in parts])[order],
+        scores[order],
+        torch.cat([p.labels for p in parts])[order],
+        parts[0].image_size,
+    )
