@@ -299,3 +299,72 @@ def test_resnet_freeze_at_and_frozen_batch_norm() -> None:
     assert isinstance(body.base.bn1, FrozenBatchNorm2d) and not hasattr(body.base, "layer4")
     out = body(torch.randn(1, 3, 64, 64))
     assert {k: v.shape[1] for k, v in out.items()} == {"layer3": 128, "layer4": 256}
+
+
+def test_baseline_losses_and_max_size_loss(toy_data_root) -> None:
+    from decola_core.modeling.criterion import BaselineCriterion, max_size_loss
+
+    model = build_model(load_recipe("toy/BoxSup-DeformDETR_Toy"), data_root=toy_data_root).train()
+    criterion = BaselineCriterion(fed_loss_weight=model.fed_loss_weight, fed_loss_num_classes=4)
+    targets = [
+        {"labels": torch.tensor([2]), "boxes": torch.tensor([[0.4, 0.4, 0.2, 0.3]])},
+        {"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)},
+    ]
+    out = model(images())
+    losses = criterion(out, targets, generator=torch.Generator().manual_seed(0))
+    assert losses["loss_image"].item() == 0.0 and losses["loss_bbox"].item() > 0
+    assert {"loss_ce_enc", "loss_giou_0", "class_error"} <= set(losses)
+    total_loss(losses).backward()
+    weak = criterion(
+        model(images()),
+        [{"labels": torch.zeros(0, dtype=torch.int64), "boxes": torch.zeros(0, 4)}] * 2,
+        image_labels=[torch.tensor([1]), torch.tensor([3, 5])],
+    )
+    assert weak["loss_image"].item() > 0 and weak["loss_bbox"].item() == 0.0
+    # the max-size loss by hand: one layer, image 0 label 1 on the query with the largest box
+    logits = torch.zeros(1, 2, 4)
+    boxes = torch.tensor([[[0.5, 0.5, 0.1, 0.1], [0.5, 0.5, 0.5, 0.5]]])
+    logits[0, 1, 1] = 2.0
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[0, 1], torch.tensor([0.0, 1.0, 0.0, 0.0]), reduction="sum"
+    )
+    assert max_size_loss([(logits, boxes)], [torch.tensor([1])]).item() == pytest.approx(
+        expected.item()
+    )
+
+
+def test_detectron2_resnet_backbone_and_pickled_weights(tmp_path) -> None:
+    import pickle
+
+    import numpy as np
+
+    from decola_core.errors import DecolaError
+    from decola_core.modeling.backbone.d2_resnet import D2ResNet
+    from decola_core.modeling.checkpoint import read_state_dict, to_native
+
+    body = D2ResNet(50, ["res3", "res4", "res5"], stride_in_1x1=False, freeze_at=2).eval()
+    out = body(torch.randn(1, 3, 64, 96))
+    assert {k: tuple(v.shape[1:]) for k, v in out.items()} == {
+        "res3": (512, 8, 12),
+        "res4": (1024, 4, 6),
+        "res5": (2048, 2, 3),
+    }
+    assert body.res3[0].conv2.stride == (2, 2) and body.res3[0].conv1.stride == (1, 1)
+    assert not any(p.requires_grad for p in body.res2.parameters())
+    names = set(body.state_dict())
+    assert {
+        "stem.conv1.weight",
+        "stem.conv1.norm.running_var",
+        "res2.0.shortcut.weight",
+        "res5.2.conv3.norm.bias",
+    } <= names
+    pkl = tmp_path / "R-50.pkl"
+    arrays = {k: v.numpy() for k, v in body.state_dict().items()}
+    pkl.write_bytes(pickle.dumps({"model": arrays, "__author__": "torchvision"}))
+    with pytest.raises(DecolaError, match="pickles"):
+        read_state_dict(pkl)
+    native, fmt, _ = to_native(read_state_dict(pkl, trusted=True))
+    assert fmt == "detectron2-resnet"
+    assert np.allclose(
+        native["backbone.0.backbone.res2.0.conv1.weight"].numpy(), arrays["res2.0.conv1.weight"]
+    )

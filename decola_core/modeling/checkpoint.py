@@ -60,6 +60,8 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> dict[str, tor
     path = Path(path)
     if not path.is_file():
         raise DecolaError(f"weights file not found: {path}")
+    if path.suffix == ".pkl":
+        return _read_pickle(path, trusted)
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
@@ -73,6 +75,26 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> dict[str, tor
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise DecolaError(f"{path}: expected a dict of tensors (optionally under 'model')")
     return data
+
+
+def _read_pickle(path: Path, trusted: bool) -> dict[str, torch.Tensor]:
+    """detectron2 ``.pkl`` weights ({"model": {name: numpy array}}); pickles run code when
+    loaded, so this needs ``trusted``."""
+    if not trusted:
+        raise DecolaError(
+            f"{path}: .pkl files are Python pickles and can run code when loaded; load it only "
+            "if you trust it (trusted=True / --trust-weights)"
+        )
+    import pickle
+
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        data = pickle.load(handle, encoding="latin1")
+    model = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(model, dict):
+        raise DecolaError(f"{path}: expected a dict of arrays (optionally under 'model')")
+    return {k: torch.as_tensor(np.asarray(v)) for k, v in model.items()}
 
 
 def to_native(
@@ -95,6 +117,13 @@ def to_native(
                 out["fed_loss_weight"] = v
             else:
                 out[k] = v
+    elif "stem.conv1.weight" in state:
+        fmt = "detectron2-resnet"
+        for k, v in state.items():
+            if k.startswith("fc"):
+                dropped["classifier head"] += 1
+            else:
+                out[f"backbone.0.backbone.{k}"] = v
     elif any(k.startswith("patch_embed.") for k in keys):
         fmt = "swin"
         for k, v in state.items():

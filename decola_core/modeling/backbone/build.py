@@ -31,7 +31,11 @@ def build_backbone(config) -> nn.Module:
 
         return SwinTransformer.from_size(config.size, config.out_indices, config.use_checkpoint)
     if isinstance(config, D2ResNetBackbone):
-        raise ConfigError("model.backbone.type 'd2_resnet' is not implemented yet")
+        from decola_core.modeling.backbone.d2_resnet import D2ResNet
+
+        return D2ResNet(
+            config.depth, config.out_features, config.stride_in_1x1, config.norm, config.freeze_at
+        )
     raise ConfigError(f"unknown backbone {config!r}")
 
 
