@@ -368,3 +368,28 @@ def test_detectron2_resnet_backbone_and_pickled_weights(tmp_path) -> None:
     assert np.allclose(
         native["backbone.0.backbone.res2.0.conv1.weight"].numpy(), arrays["res2.0.conv1.weight"]
     )
+
+
+def test_ablation_options(toy_data_root) -> None:
+    from decola_core.errors import ConfigError
+
+    recipe = load_recipe(
+        "toy/DECOLA_PHASE1_Toy",
+        [
+            "model.decola.use_prompt_embed_as_query=true",
+            "model.decola.encoder_checkpoint=true",
+            "model.decola.decoder_checkpoint=true",
+            "model.decola.decoder_self_attention=block_diagonal",
+        ],
+    )
+    model = build_model(recipe, data_root=toy_data_root).train()
+    assert model.transformer.prompt_embed_trans is not None
+    out = model(images(), torch.tensor([1, 2]))
+    out.pred_logits.sum().backward()
+    assert model.transformer.prompt_embed_trans.weight.grad is not None
+    assert model.transformer.encoder.layers[0].linear1.weight.grad is not None  # checkpointed
+    model.zero_grad()
+    model(images()).pred_logits.sum().backward()  # object mode uses the "a object" row
+    bad = load_recipe("toy/DECOLA_PHASE1_Toy", ["model.decola.multi_class_second_stage=true"])
+    with pytest.raises(ConfigError, match="multi_class_second_stage"):
+        build_model(bad, data_root=toy_data_root)

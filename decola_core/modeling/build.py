@@ -71,6 +71,10 @@ def build_model(recipe: Recipe, *, data_root: Path | str = "datasets") -> nn.Mod
 
         return build_baseline(recipe, data_root=Path(data_root))
     t = cfg.transformer
+    if cfg.decola.multi_class_second_stage:
+        raise ConfigError(
+            "model.decola.multi_class_second_stage (an ablation of the paper) is not supported"
+        )
     body = build_backbone(cfg.backbone)
     backbone = MaskedBackbone(body, t.in_features)
     transformer = DeformableTransformer(
@@ -86,6 +90,9 @@ def build_model(recipe: Recipe, *, data_root: Path | str = "datasets") -> nn.Mod
         per_prompt_topk=cfg.decola.per_prompt_topk,
         use_pixel_feature_as_query=cfg.decola.use_pixel_feature_as_query,
         self_attention=cfg.decola.decoder_self_attention,
+        prompt_embed_dim=cfg.classifier.embed_dim if cfg.decola.use_prompt_embed_as_query else None,
+        encoder_checkpoint=cfg.decola.encoder_checkpoint,
+        decoder_checkpoint=cfg.decola.decoder_checkpoint,
     )
     c = cfg.classifier
     root = Path(data_root)

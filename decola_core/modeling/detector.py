@@ -197,7 +197,13 @@ class DecolaDETR(DeformableDETRBase):
                 return first_stage.object_logits(memory), None
 
         out = self.transformer(
-            srcs, masks, pos, first_stage_scores=scores, class_mode=class_mode, record=record
+            srcs,
+            masks,
+            pos,
+            first_stage_scores=scores,
+            class_mode=class_mode,
+            prompt_table=first_stage.zs_weight,
+            record=record,
         )
         layers = []
         for lvl, boxes in enumerate(self.boxes_per_layer(out)):

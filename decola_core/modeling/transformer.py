@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from decola_core.modeling.msda import MSDeformAttn
@@ -22,6 +23,13 @@ from decola_core.structures.boxes import inverse_sigmoid
 N_POINTS = 4  # sampling points per head and level (fixed in the original)
 
 Record = dict[str, torch.Tensor] | None
+
+
+def _run(layer: nn.Module, use_checkpoint: bool, *args):
+    """Call ``layer``, recomputing its activations in backward when ``use_checkpoint``."""
+    if use_checkpoint:
+        return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)
 
 
 def _record(record: Record, name: str, value: torch.Tensor) -> None:
@@ -164,6 +172,9 @@ class DeformableTransformer(nn.Module):
         use_pixel_feature_as_query: bool = False,
         self_attention: str = "grouped",
         reinit_decoder: bool = False,
+        prompt_embed_dim: int | None = None,
+        encoder_checkpoint: bool = False,
+        decoder_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -171,6 +182,7 @@ class DeformableTransformer(nn.Module):
         self.per_prompt_topk = per_prompt_topk
         self.look_forward_twice = look_forward_twice
         self.self_attention = self_attention
+        self.encoder_checkpoint, self.decoder_checkpoint = encoder_checkpoint, decoder_checkpoint
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         layer = EncoderLayer(d_model, dim_feedforward, dropout, num_feature_levels, nhead)
         self.encoder = nn.Module()
@@ -199,6 +211,11 @@ class DeformableTransformer(nn.Module):
             self.pix_trans_norm = nn.LayerNorm(d_model)
         else:
             self.pix_trans = None
+        if prompt_embed_dim is not None:  # ablation: the prompt's text embedding enters the query
+            self.prompt_embed_trans = nn.Linear(prompt_embed_dim, d_model)
+            self.prompt_embed_trans_norm = nn.LayerNorm(d_model)
+        else:
+            self.prompt_embed_trans = None
 
     def _reset_parameters(self) -> None:
         for p in self.parameters():
@@ -254,7 +271,15 @@ class DeformableTransformer(nn.Module):
         reference = self.encoder_reference_points(spatial_shapes, valid_ratios, src_flatten.device)
         memory = src_flatten
         for layer in self.encoder.layers:
-            memory = layer(memory, pos_flatten, reference, spatial_shapes, mask_flatten)
+            memory = _run(
+                layer,
+                self.encoder_checkpoint and self.training,
+                memory,
+                pos_flatten,
+                reference,
+                spatial_shapes,
+                mask_flatten,
+            )
         _record(record, "memory", memory)
         return memory, mask_flatten, spatial_shapes, valid_ratios
 
@@ -300,6 +325,7 @@ class DeformableTransformer(nn.Module):
         *,
         first_stage_scores: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
         class_mode: bool,
+        prompt_table: torch.Tensor | None = None,
         record: Record = None,
     ) -> TransformerOutput:
         """Encode, select queries and decode.
@@ -354,6 +380,14 @@ class DeformableTransformer(nn.Module):
                 output_memory, 1, flat.unsqueeze(-1).expand(-1, -1, channels)
             ).detach()
             tgt = tgt + self.pix_trans_norm(self.pix_trans(pixels))
+        if self.prompt_embed_trans is not None:
+            if prompt_table is None:
+                raise ValueError("use_prompt_embed_as_query needs the prompt embedding table")
+            if class_mode:
+                embeds = prompt_table[prompt_inds]
+            else:  # the "a object" row for every query
+                embeds = prompt_table[-1].expand(tgt.shape[0], tgt.shape[1], -1)
+            tgt = tgt + self.prompt_embed_trans_norm(self.prompt_embed_trans(embeds))
         _record(record, "dec_tgt_init", tgt)
         _record(record, "dec_query_pos", query_pos)
         _record(record, "dec_reference_init", reference)
