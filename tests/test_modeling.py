@@ -393,3 +393,26 @@ def test_ablation_options(toy_data_root) -> None:
     bad = load_recipe("toy/DECOLA_PHASE1_Toy", ["model.decola.multi_class_second_stage=true"])
     with pytest.raises(ConfigError, match="multi_class_second_stage"):
         build_model(bad, data_root=toy_data_root)
+
+
+def test_predictor_class_names_save_and_teacher_from_weights(
+    toy_model, toy_data_root, tmp_path
+) -> None:
+    from decola_core.modeling.checkpoint import save_weights
+
+    names = [f"shape{i}" for i in range(8)]
+    predictor = Predictor(
+        toy_model, min_size=128, max_size=192, max_detections=3, class_names=names
+    )
+    dets = predictor(images(sizes=((128, 128),)), classes=["shape2", 5])
+    assert set(dets[0].labels.tolist()) <= {2, 5}
+    with pytest.raises(ValueError, match="did you mean 'shape2'"):
+        predictor(images(sizes=((128, 128),)), classes=["shpe2"])
+    path = save_weights(toy_model, tmp_path / "ckpt" / "model.pth", iteration=7)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.pth"]
+    assert torch.load(path)["iteration"] == 7
+    teacher = Teacher.from_weights(
+        load_recipe("toy/DECOLA_PHASE1_Toy"), path, data_root=toy_data_root
+    )
+    for a, b in zip(teacher.model.parameters(), toy_model.parameters(), strict=True):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()

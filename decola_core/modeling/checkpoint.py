@@ -184,3 +184,13 @@ def load_weights(
     report.loaded = len(usable)
     log.info(report.summary())
     return report
+
+
+def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
+    """Write ``{"model": state_dict, **extra}`` atomically (temp file in the folder + rename)."""
+    from decola_core.utils.io import atomic_open
+
+    path = Path(path)
+    with atomic_open(path, "wb") as handle:
+        torch.save({"model": model.state_dict(), **extra}, handle)
+    return path

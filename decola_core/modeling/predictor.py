@@ -67,8 +67,10 @@ class Predictor:
         max_detections: int = 300,
         score_threshold: float = 0.0,
         prompt_chunk: int = 64,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         self.model = model.eval()
+        self.class_names = list(class_names) if class_names is not None else None
         self.min_size, self.max_size = min_size, max_size
         self.max_detections, self.score_threshold = max_detections, score_threshold
         self.prompt_chunk = prompt_chunk
@@ -99,16 +101,29 @@ class Predictor:
             score_threshold=recipe.test.score_threshold,
         )
 
+    def class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.Tensor:
+        """0-based class ids for ids or names (names need ``class_names``)."""
+        if isinstance(classes, torch.Tensor):
+            return classes.to(torch.int64).flatten()
+        ids = []
+        for c in classes:
+            if isinstance(c, str):
+                if self.class_names is None:
+                    raise ValueError("class names need the predictor's class_names")
+                ids.append(_class_id(c, self.class_names))
+            else:
+                ids.append(int(c))
+        return torch.tensor(ids, dtype=torch.int64)
+
     @torch.no_grad()
     def __call__(
-        self, images: Sequence, classes: Sequence[int] | torch.Tensor | None = None
+        self, images: Sequence, classes: Sequence[int | str] | torch.Tensor | None = None
     ) -> list[Detections]:
+        """Detections for ``images``; ``classes`` are 0-based ids or names of ``class_names``."""
         tensors = [as_uint8_chw(img) for img in images]
         sizes = [(int(t.shape[1]), int(t.shape[2])) for t in tensors]
         resized = [resize_shortest_edge(t, self.min_size, self.max_size) for t in tensors]
-        wanted = (
-            None if classes is None else torch.as_tensor(list(classes), dtype=torch.int64).unique()
-        )
+        wanted = None if classes is None else self.class_ids(classes).unique()
         if wanted is not None and wanted.numel() == 0:
             raise ValueError("classes is empty; pass None for object mode")
         if wanted is None or not _has_class_mode(self.model):
@@ -138,6 +153,16 @@ class Predictor:
         return [
             _merge([dets[i] for dets in per_chunk], self.max_detections) for i in range(len(sizes))
         ]
+
+
+def _class_id(name: str, names: list[str]) -> int:
+    import difflib
+
+    if name in names:
+        return names.index(name)
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise ValueError(f"unknown class name '{name}'{hint}")
 
 
 def _has_class_mode(model: nn.Module) -> bool:

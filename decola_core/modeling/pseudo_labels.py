@@ -90,6 +90,18 @@ class Teacher:
         self.model.transformer.per_prompt_topk = per_prompt_topk
         self.choice, self.min_area = choice, min_area
 
+    @classmethod
+    def from_weights(cls, recipe, weights, *, data_root="datasets") -> Teacher:
+        """The teacher of a phase-2 ``recipe``: its network with the phase-1 ``weights``
+        (called again on resume, so the teacher never drifts to phase-2 weights)."""
+        from decola_core.modeling.build import build_model
+        from decola_core.modeling.checkpoint import load_weights
+
+        model = build_model(recipe, data_root=data_root)
+        load_weights(model, weights)
+        d = recipe.model.decola
+        return cls(model, choice=d.pseudo_box_choice, min_area=d.pseudo_min_area)
+
     @torch.no_grad()
     def __call__(
         self, images: list[torch.Tensor], image_labels: list[torch.Tensor]

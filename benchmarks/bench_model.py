@@ -1,0 +1,190 @@
+"""Speed and peak memory of the full DECOLA phase-1 R50-21k model on this machine.
+
+Each measurement runs in its own process so that its peak resident memory (ru_maxrss) is its
+own. Timings are the second repetition after one warm-up, like the original's figures in
+shared/reference/timing_full_r50_cpu.json, which this script prints ratios against.
+
+    python benchmarks/bench_model.py [--threads 2] [--reference-dir ../shared/reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RECIPE = "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x"
+SIZES = ((512, 512), (480, 512))  # the original's benchmark batch
+PROMPTS = (1, 50, 300)
+
+
+def _model(reference_dir: Path):
+    import torch
+
+    from decola_core.config import load_recipe
+    from decola_core.modeling import build_model
+
+    torch.manual_seed(0)
+    return build_model(load_recipe(RECIPE), data_root=reference_dir)
+
+
+def _batch(prompts):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8) for h, w in SIZES]
+    targets = []
+    for _ in SIZES:
+        labels = torch.tensor(prompts[:2] if len(prompts) > 1 else prompts)
+        centers = torch.rand(len(labels), 2, generator=gen) * 0.5 + 0.25
+        sizes = torch.rand(len(labels), 2, generator=gen) * 0.3 + 0.1
+        targets.append({"labels": labels, "boxes": torch.cat([centers, sizes], 1)})
+    return images, targets
+
+
+def measure_train(reference_dir: Path) -> dict:
+    import torch
+
+    from decola_core.modeling.criterion import DecolaCriterion, total_loss
+
+    model = _model(reference_dir).train()
+    criterion = DecolaCriterion(fed_loss_weight=model.class_embed[-1].fed_loss_weight)
+    images, targets = _batch(PROMPTS)
+    prompts = torch.tensor(PROMPTS)
+    result = {}
+    for _ in range(2):  # warm-up, then the measured repetition
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        loss = total_loss(criterion(model(images, prompts), targets))
+        forward = time.perf_counter() - start
+        loss.backward()
+        result = {"train_forward_s": forward, "train_fwd_bwd_s": time.perf_counter() - start}
+    return result
+
+
+def measure_eval(reference_dir: Path, num_prompts: int) -> dict:
+    import torch
+
+    model = _model(reference_dir).eval()
+    images, _ = _batch(PROMPTS)
+    prompts = (
+        torch.tensor(PROMPTS) if num_prompts == len(PROMPTS) else torch.arange(num_prompts) * 7
+    )
+    elapsed = 0.0
+    with torch.no_grad():
+        for _ in range(2):
+            start = time.perf_counter()
+            model(images, prompts)
+            elapsed = time.perf_counter() - start
+    return {"eval_forward_s": elapsed}
+
+
+def measure_msda() -> dict:
+    import torch
+
+    from decola_core.modeling.msda import MSDeformAttn
+
+    torch.manual_seed(0)
+    shapes = [(64, 64), (32, 32), (16, 16), (8, 8)]  # 5440 tokens, as at 512 x 512
+    tokens = sum(h * w for h, w in shapes)
+    attn = MSDeformAttn(256, 4, 8, 4)
+    src = torch.randn(2, tokens, 256, requires_grad=True)
+    ref = torch.rand(2, tokens, 4, 2)
+    elapsed = 0.0
+    for _ in range(2):
+        start = time.perf_counter()
+        attn(src, ref, src, shapes).sum().backward()
+        elapsed = time.perf_counter() - start
+    return {"msda_fwd_bwd_s": elapsed}
+
+
+def child(name: str, reference_dir: Path, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    if name == "train":
+        result = measure_train(reference_dir)
+    elif name == "eval":
+        result = measure_eval(reference_dir, len(PROMPTS))
+    elif name == "eval_k50":
+        result = measure_eval(reference_dir, 50)
+    else:
+        result = measure_msda()
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=Path(
+            os.environ.get(
+                "DECOLA_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
+            )
+        ),
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.reference_dir, args.threads)
+        return
+    results = {}
+    for name in ("msda", "eval", "eval_k50", "train"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--threads",
+                str(args.threads),
+                "--reference-dir",
+                str(args.reference_dir),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    original = json.loads((args.reference_dir / "timing_full_r50_cpu.json").read_text())
+    print(f"DECOLA {RECIPE}, CPU, {args.threads} threads, batch 2 ({SIZES[0]} + {SIZES[1]}), fp32")
+    header = ("measurement", "decola s", "original s", "speed-up", "peak MiB")
+    print(f"{header[0]:44s} {header[1]:>9s} {header[2]:>11s} {header[3]:>9s} {header[4]:>9s}")
+    rows = [
+        (
+            "train forward (+ loss), K=3",
+            results["train"]["train_forward_s"],
+            original["train_forward_s"],
+            "train",
+        ),
+        (
+            "train forward + backward, K=3",
+            results["train"]["train_fwd_bwd_s"],
+            original["train_fwd_bwd_s"],
+            "train",
+        ),
+        (
+            "inference forward, K=3",
+            results["eval"]["eval_forward_s"],
+            original["eval_forward_s"],
+            "eval",
+        ),
+        ("inference forward, K=50", results["eval_k50"]["eval_forward_s"], None, "eval_k50"),
+        ("MSDA fwd+bwd, encoder scale (S=5440)", results["msda"]["msda_fwd_bwd_s"], None, "msda"),
+    ]
+    for label, mine, theirs, key in rows:
+        ratio = f"{theirs / mine:8.2f}x" if theirs else "        -"
+        base = f"{theirs:11.2f}" if theirs else "          -"
+        print(f"{label:44s} {mine:9.2f} {base} {ratio} {results[key]['peak_rss_mib']:9.0f}")
+
+
+if __name__ == "__main__":
+    main()
