@@ -1,0 +1,167 @@
+"""Detections as columns (numpy arrays), not per-box dicts: read, validate, cap, write.
+
+The file format is the LVIS results format: a JSON array of ``{image_id, category_id, bbox
+[x, y, w, h], score}``. Shards (one per rank) are JSON-lines files of the same records; they are
+combined by streaming into one results file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from decola_core.errors import DecolaError
+
+
+@dataclass
+class Predictions:
+    """Columns of n detections. ``order`` keeps the input order for stable tie-breaking."""
+
+    image_id: np.ndarray  # int64 (n,)
+    category_id: np.ndarray  # int64 (n,)
+    bbox: np.ndarray  # float64 (n, 4) xywh
+    score: np.ndarray  # float64 (n,)
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    @classmethod
+    def empty(cls) -> Predictions:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[dict[str, Any]], source: str = "predictions"
+    ) -> Predictions:
+        records = list(records)
+        if not records:
+            return cls.empty()
+        try:
+            image_id = np.fromiter((r["image_id"] for r in records), np.int64, len(records))
+            category_id = np.fromiter((r["category_id"] for r in records), np.int64, len(records))
+            score = np.fromiter((r["score"] for r in records), np.float64, len(records))
+            bbox = np.array([r["bbox"] for r in records], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise DecolaError(
+                f"{source}: every record needs image_id, category_id, bbox [x, y, w, h] and "
+                f"score ({type(err).__name__}: {err})"
+            ) from None
+        if bbox.ndim != 2 or bbox.shape[1] != 4:
+            raise DecolaError(f"{source}: bbox must be [x, y, w, h] (got shape {bbox.shape[1:]})")
+        return cls(image_id, category_id, bbox, score)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Predictions:
+        """A results JSON array, a JSON-lines shard, or a folder of ``*.jsonl`` shards."""
+        import orjson
+
+        path = Path(path)
+        if path.is_dir():
+            return cls.concat([cls.load(p) for p in sorted(path.glob("*.jsonl"))])
+        if not path.is_file():
+            raise DecolaError(f"predictions not found: {path}")
+        raw = path.read_bytes()
+        if not raw.strip():
+            raise DecolaError(f"{path}: the file is empty (expected a JSON array of detections)")
+        try:
+            if path.suffix == ".jsonl":
+                records = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+            else:
+                records = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise DecolaError(f"{path}: invalid JSON ({err})") from None
+        if not isinstance(records, list):
+            raise DecolaError(f"{path}: expected a JSON array of detections")
+        return cls.from_records(records, str(path))
+
+    @classmethod
+    def concat(cls, parts: list[Predictions]) -> Predictions:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("image_id", "category_id", "bbox", "score")
+            )
+        )
+
+    def select(self, index: np.ndarray) -> Predictions:
+        return Predictions(
+            self.image_id[index], self.category_id[index], self.bbox[index], self.score[index]
+        )
+
+    # ---- validation -----------------------------------------------------------------------
+
+    def check_against(self, image_ids: np.ndarray, category_ids: np.ndarray, source: str) -> None:
+        """Clear errors for unknown ids and malformed boxes or scores."""
+        bad_images = np.setdiff1d(np.unique(self.image_id), image_ids)
+        if bad_images.size:
+            raise DecolaError(
+                f"predictions name {bad_images.size} image ids that are not in {source} "
+                f"(e.g. {bad_images[:5].tolist()})"
+            )
+        bad_cats = np.setdiff1d(np.unique(self.category_id), category_ids)
+        if bad_cats.size:
+            raise DecolaError(
+                f"predictions name category ids that are not in {source}: {bad_cats[:10].tolist()}"
+            )
+        if not np.isfinite(self.bbox).all() or (self.bbox[:, 2:] < 0).any():
+            rows = np.nonzero(~np.isfinite(self.bbox).all(1) | (self.bbox[:, 2:] < 0).any(1))[0]
+            raise DecolaError(
+                f"predictions have malformed boxes (non-finite or negative width/height) "
+                f"at records {rows[:5].tolist()}"
+            )
+        if not np.isfinite(self.score).all():
+            raise DecolaError("predictions have non-finite scores")
+
+    # ---- caps (stable: ties keep the input order, as the lvis-api's sort does) ---------------
+
+    def _top_k_within(self, keys: list[np.ndarray], k: int) -> Predictions:
+        if k < 0 or len(self) == 0:
+            return self
+        order = np.lexsort((np.arange(len(self)), -self.score, *reversed(keys)))
+        sorted_keys = np.stack([key[order] for key in keys], 1)
+        new_group = np.ones(len(order), dtype=bool)
+        new_group[1:] = (sorted_keys[1:] != sorted_keys[:-1]).any(1)
+        group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(order)), 0))
+        rank = np.arange(len(order)) - group_start
+        keep = np.sort(order[rank < k])  # back to input order
+        return self.select(keep)
+
+    def cap_per_image(self, k: int) -> Predictions:
+        """The top-k detections of every image (k < 0: no cap)."""
+        return self._top_k_within([self.image_id], k)
+
+    def cap_per_image_class(self, k: int) -> Predictions:
+        """The top-k detections of every (image, category) (k < 0: no cap)."""
+        return self._top_k_within([self.image_id, self.category_id], k)
+
+    def cap_per_class(self, k: int) -> Predictions:
+        """The top-k detections of every category over the whole set (fixed AP)."""
+        return self._top_k_within([self.category_id], k)
+
+    # ---- output -----------------------------------------------------------------------------
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "image_id": int(i),
+                "category_id": int(c),
+                "bbox": [float(v) for v in b],
+                "score": float(s),
+            }
+            for i, c, b, s in zip(
+                self.image_id, self.category_id, self.bbox, self.score, strict=True
+            )
+        ]
+
+    def iter_json_lines(self) -> Iterator[bytes]:
+        import orjson
+
+        for record in self.to_records():
+            yield orjson.dumps(record)
