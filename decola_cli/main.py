@@ -15,6 +15,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
 from decola_cli.commands import checks, config, zoo
+from decola_cli.commands.eval import EPILOG as EVAL_EPILOG
+from decola_cli.commands.eval import eval_command
 from decola_cli.console import fail_line, out
 from decola_core.errors import DecolaError
 
@@ -25,6 +27,7 @@ EPILOG = """[bold]Examples[/]
   decola config show DECOLA_PHASE2_LbaseI_CLIP_R5021k_4x_ft4x --set solver.base_lr=1e-4
   decola config import original/DECOLA_PHASE1_L_CLIP_R5021k_4x.yaml --output my_recipe.yaml
   decola zoo download decola-phase1-lbase-r50
+  decola eval --predictions results.json --annotations datasets/lvis/lvis_v1_val.json
   decola checks
 """
 
@@ -40,6 +43,7 @@ app = typer.Typer(
 )
 app.add_typer(config.app, name="config")
 app.add_typer(zoo.app, name="zoo")
+app.command(name="eval", epilog=EVAL_EPILOG)(eval_command)
 app.command(name="checks", epilog=checks.EPILOG)(checks.checks)
 
 
@@ -61,8 +65,40 @@ def main(
     """Train, evaluate and run DECOLA open-vocabulary object detectors."""
 
 
+#: Options that take several space-separated values after one flag (--k 10 20 50).
+MULTI_VALUE_OPTIONS = ("--k", "--min-sizes")
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    """``--k 10 20`` -> ``--k 10 --k 20`` (click options take one value per flag)."""
+    expanded: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        expanded.append(arg)
+        i += 1
+        if arg in MULTI_VALUE_OPTIONS:
+            values = 0
+            while i < len(argv) and _is_number(argv[i]):
+                if values:
+                    expanded.append(arg)
+                expanded.append(argv[i])
+                values += 1
+                i += 1
+    return expanded
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def run(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit 2 for bad input, 130 on Ctrl-C."""
+    argv = expand_multi_value_options(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="decola", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:

@@ -109,3 +109,25 @@ class ZooSettings(DecolaSettings):
         from decola_core.zoo.resolve import zoo_store
 
         return self.directory.expanduser() if self.directory else zoo_store(self.cache_dir)
+
+
+class EvalSettings(RecipeSettings):
+    """``decola eval``: score a predictions file, or run a model over a dataset and score it."""
+
+    predictions: Path | None = None
+    annotations: Path | None = None
+    images: Path | None = None
+    eval_dataset: str | None = None
+    weights: str | None = None
+    conditioned: bool | None = None
+    k: list[int] = Field(default_factory=list)
+    max_dets: int | None = None
+    per_class_cap: int = -1
+    protocol: str = "standard"
+    backend: str = "faster-coco-eval"
+    num_gpus: int = 1
+    output_dir: Path | None = None
+    output: Path | None = None
+    max_images: int | None = None
+    max_bad_images: int = 0
+    wandb: bool = False

@@ -53,6 +53,16 @@ class GroundTruth:
         self.category_ids = np.array(sorted(c["id"] for c in data["categories"]), dtype=np.int64)
         self.frequency = {c["id"]: c.get("frequency") for c in data["categories"]}
 
+    def restrict(self, image_ids) -> GroundTruth:
+        """The same ground truth on a subset of the images."""
+        keep = {int(i) for i in image_ids}
+        data = {
+            **self.data,
+            "images": [img for img in self.data["images"] if img["id"] in keep],
+            "annotations": [a for a in self.data["annotations"] if a["image_id"] in keep],
+        }
+        return GroundTruth(data, f"{self.source} ({len(keep)} images)")
+
     @classmethod
     def load(cls, path: str | Path) -> GroundTruth:
         import orjson

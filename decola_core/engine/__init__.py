@@ -1,0 +1,1 @@
+"""Running work on one or many processes: distributed set-up and launching."""
