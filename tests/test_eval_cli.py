@@ -84,8 +84,8 @@ def test_several_budgets_after_one_flag(scored_files: Path) -> None:
         "10",
         "--output",
         str(scored_files / "again.json"),
-    )    assert repeated.returncode == 0, repeated.stderr
-
+    )
+    assert repeated.returncode == 0, repeated.stderr
     assert list(json.loads((scored_files / "again.json").read_text())["k"]) == ["5", "10"]
 
 
