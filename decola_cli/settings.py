@@ -124,7 +124,7 @@ class EvalSettings(RecipeSettings):
     max_dets: int | None = None
     per_class_cap: int = -1
     protocol: str = "standard"
-    backend: str = "faster-coco-eval"
+    backend: str = "decola"
     num_gpus: int = 1
     output_dir: Path | None = None
     output: Path | None = None

@@ -15,18 +15,27 @@ def same(a: float, b: float) -> bool:
     return (np.isnan(a) and np.isnan(b)) or abs(a - b) <= 1e-9
 
 
+@pytest.mark.parametrize("backend", ["decola", "faster-coco-eval"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 @pytest.mark.parametrize("max_dets", [300, 12])
-def test_standard_protocol_equals_the_lvis_api(seed: int, max_dets: int) -> None:
+def test_standard_protocol_equals_the_lvis_api(seed: int, max_dets: int, backend: str) -> None:
     gt, dets = synthetic_lvis(40, 25, 30, seed=seed)
     truth, preds = GroundTruth(gt), Predictions.from_records(dets)
-    fast = evaluate(truth, preds, max_dets=max_dets)
+    fast = evaluate(truth, preds, max_dets=max_dets, backend=backend)
     reference = evaluate(truth, preds, max_dets=max_dets, backend="lvis-api")
     for key in (*METRIC_KEYS, "AR@300"):
         assert same(fast.metrics[key], reference.metrics[key]), key
     for cat, ap in fast.per_category.items():
         assert same(ap, reference.per_category[cat])
     assert any(np.isfinite(v) and v > 0 for v in fast.metrics.values())
+
+
+def test_fixed_protocol_equals_the_lvis_api_on_the_capped_set() -> None:
+    gt, dets = synthetic_lvis(30, 8, 50, seed=11)
+    truth, preds = GroundTruth(gt), Predictions.from_records(dets)
+    fast = evaluate(truth, preds, protocol="fixed", fixed_per_class=30)
+    reference = evaluate(truth, preds, protocol="fixed", fixed_per_class=30, backend="lvis-api")
+    assert all(same(fast.metrics[k], reference.metrics[k]) for k in METRIC_KEYS)
 
 
 def test_per_class_cap_equals_the_lvis_api() -> None:

@@ -71,8 +71,8 @@ def eval_command(
         str, typer.Option(help="standard | fixed (top 10 000 per class, no per-image cap).")
     ] = "standard",
     backend: Annotated[
-        str, typer.Option(help="faster-coco-eval | lvis-api (the slow reference).")
-    ] = "faster-coco-eval",
+        str, typer.Option(help="decola | faster-coco-eval | lvis-api (the slow reference).")
+    ] = "decola",
     num_gpus: Annotated[
         int, typer.Option(min=1, help="Worker processes (GPUs) for model mode.")
     ] = 1,

@@ -86,7 +86,7 @@ def evaluate(
     max_dets: int = 300,
     per_class_cap: int = -1,
     protocol: str = "standard",
-    backend: str = "faster-coco-eval",
+    backend: str = "decola",
     fixed_per_class: int = FIXED_AP_PER_CLASS,
 ) -> EvalResult:
     """LVIS box AP of ``predictions`` against ``gt``.
@@ -103,12 +103,26 @@ def evaluate(
         limit = -1
     else:
         raise DecolaError(f"unknown protocol '{protocol}' (standard or fixed)")
-    if backend == "faster-coco-eval":
+    if backend == "decola":
+        from decola_core.evaluation.fast_lvis import lvis_precision_recall
+
+        precision, recall = lvis_precision_recall(
+            gt.data,
+            gt.image_ids,
+            gt.category_ids,
+            kept.image_id,
+            kept.category_id,
+            kept.bbox,
+            kept.score,
+        )
+    elif backend == "faster-coco-eval":
         precision, recall = _faster_coco_eval(gt, kept, limit)
     elif backend == "lvis-api":
         precision, recall = _lvis_api(gt, kept, limit)
     else:
-        raise DecolaError(f"unknown evaluation backend '{backend}' (faster-coco-eval or lvis-api)")
+        raise DecolaError(
+            f"unknown evaluation backend '{backend}' (decola, faster-coco-eval or lvis-api)"
+        )
     metrics = summarize(precision, recall, gt)
     per_category = {
         int(cat): _percent(_mean_valid(precision[:, :, k, 0]))
