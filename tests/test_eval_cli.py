@@ -206,3 +206,24 @@ def test_two_process_evaluation_matches_one(tmp_path: Path, toy_data_root: Path)
     b = json.loads((tmp_path / "two" / "predictions.json").read_text())
     assert len(a) == len(b) and sorted(p["image_id"] for p in a) == sorted(p["image_id"] for p in b)
     assert len(list((tmp_path / "two" / "shards").glob("rank*.jsonl"))) == 2
+
+
+def test_coco_format_sets_use_the_coco_protocol_and_wandb_logging(scored_files: Path) -> None:
+    gt = json.loads((scored_files / "gt.json").read_text())
+    for c in gt["categories"]:
+        del c["frequency"]
+    (scored_files / "coco.json").write_text(json.dumps(gt))
+    result = decola(
+        "eval",
+        "--predictions",
+        str(scored_files / "results.json"),
+        "--annotations",
+        str(scored_files / "coco.json"),
+        "--output",
+        str(scored_files / "coco_metrics.json"),
+        "--wandb",
+        env={"WANDB_MODE": "disabled"},
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((scored_files / "coco_metrics.json").read_text())
+    assert metrics["protocol"] == "coco" and "APr" not in metrics and metrics["AP"] > 0

@@ -150,3 +150,30 @@ def test_bad_predictions_are_clear_errors(tmp_path) -> None:
         Predictions.load(empty)
     with pytest.raises(DecolaError, match="not an LVIS/COCO file"):
         GroundTruth({"images": []})
+
+
+def test_coco_protocol_equals_pycocotools() -> None:
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from decola_core.evaluation.lvis_eval import evaluate_coco
+
+    gt, dets = synthetic_lvis(30, 10, 20, seed=4)
+    for a in gt["annotations"]:
+        a["iscrowd"] = 0
+    result = evaluate_coco(GroundTruth(gt), Predictions.from_records(dets))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        evaluator = COCOeval(coco, coco.loadRes(dets), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    for key, stat in zip(
+        ("AP", "AP50", "AP75", "APs", "APm", "APl"), evaluator.stats[:6], strict=True
+    ):
+        assert same(result.metrics[key], stat * 100 if stat >= 0 else float("nan")), key

@@ -68,7 +68,8 @@ def eval_command(
         int, typer.Option(help="Detections per (image, class); -1 = none.")
     ] = -1,
     protocol: Annotated[
-        str, typer.Option(help="standard | fixed (top 10 000 per class, no per-image cap).")
+        str,
+        typer.Option(help="standard | fixed (top 10 000 per class, no per-image cap) | coco."),
     ] = "standard",
     backend: Annotated[
         str, typer.Option(help="decola | faster-coco-eval | lvis-api (the slow reference).")
@@ -155,6 +156,7 @@ def _score(
     image_ids: list[int] | None = None,
 ) -> None:
     from decola_core.evaluation import GroundTruth, Predictions, evaluate
+    from decola_core.evaluation.lvis_eval import evaluate_coco
 
     truth = GroundTruth.load(annotations)
     if image_ids is not None and len(image_ids) < len(truth.image_ids):
@@ -164,16 +166,24 @@ def _score(
         f"scoring {len(preds):,} detections on {len(truth.image_ids):,} images "
         f"({settings.protocol} protocol)"
     )
+    protocol = settings.protocol
+    if protocol == "standard" and not all("frequency" in c for c in truth.data["categories"]):
+        protocol = "coco"  # no LVIS frequency groups: a COCO-format set
+        err.print("categories have no 'frequency': using the COCO protocol")
     results = {}
     for budget in _budgets(settings, default_dets):
-        results[budget] = evaluate(
-            truth,
-            preds,
-            max_dets=budget,
-            per_class_cap=settings.per_class_cap,
-            protocol=settings.protocol,
-            backend=settings.backend,
-        )
+        if protocol == "coco":
+            results[budget] = evaluate_coco(truth, preds, max_dets=budget)
+        else:
+            results[budget] = evaluate(
+                truth,
+                preds,
+                max_dets=budget,
+                per_class_cap=settings.per_class_cap,
+                protocol=protocol,
+                backend=settings.backend,
+            )
+    settings = settings.model_copy(update={"protocol": protocol})
     _print_table(results, settings)
     metrics_path = metrics_path or predictions.with_name("metrics.json")
     _write_outputs(results, truth, metrics_path, settings)
@@ -189,11 +199,12 @@ def _print_table(results, settings: EvalSettings) -> None:
     label = "c-mAP budget" if settings.k else "max dets"
     table = Table(title=f"LVIS box AP ({settings.protocol} protocol, %)")
     table.add_column(label)
-    for key in METRIC_KEYS:
+    keys = [k for k in METRIC_KEYS if k in next(iter(results.values())).metrics]
+    for key in keys:
         table.add_column(key, justify="right")
     for budget, result in results.items():
         shown = "-" if settings.protocol == "fixed" else str(budget)
-        table.add_row(shown, *(f"{result.metrics[key]:.2f}" for key in METRIC_KEYS))
+        table.add_row(shown, *(f"{result.metrics[key]:.2f}" for key in keys))
     out.print(table)
 
 
@@ -202,7 +213,7 @@ def _write_outputs(results, truth, metrics_path: Path, settings: EvalSettings) -
     from decola_core.utils.io import atomic_open, atomic_write_text
 
     def flat(result):
-        return {key: result.metrics[key] for key in METRIC_KEYS}
+        return {key: result.metrics[key] for key in METRIC_KEYS if key in result.metrics}
 
     if len(results) == 1:
         payload = {**flat(next(iter(results.values()))), "protocol": settings.protocol}
