@@ -17,6 +17,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from decola_cli.commands import checks, config, zoo
 from decola_cli.commands.eval import EPILOG as EVAL_EPILOG
 from decola_cli.commands.eval import eval_command
+from decola_cli.commands.train import EPILOG as TRAIN_EPILOG
+from decola_cli.commands.train import train_command
 from decola_cli.console import fail_line, out
 from decola_core.errors import DecolaError
 
@@ -43,6 +45,7 @@ app = typer.Typer(
 )
 app.add_typer(config.app, name="config")
 app.add_typer(zoo.app, name="zoo")
+app.command(name="train", epilog=TRAIN_EPILOG)(train_command)
 app.command(name="eval", epilog=EVAL_EPILOG)(eval_command)
 app.command(name="checks", epilog=checks.EPILOG)(checks.checks)
 

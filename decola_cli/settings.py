@@ -131,3 +131,51 @@ class EvalSettings(RecipeSettings):
     max_images: int | None = None
     max_bad_images: int = 0
     wandb: bool = False
+
+
+class TrainSettings(RecipeSettings):
+    """``decola train``."""
+
+    weights: str | None = None
+    pseudo_labels: str | None = None
+    output_dir: Path | None = None
+    max_iter: int | None = None
+    checkpoint_period: int | None = None
+    resume: bool = True
+    num_gpus: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str | None = None
+    num_workers: int | None = None
+    max_bad_images: int = 100
+    seed: int | None = None
+    wandb: bool | None = None
+
+    def resolve(self):
+        """The recipe (with seed / W&B choices applied) and the job options for the core."""
+        from decola_core.engine.run import TrainJob
+
+        overrides = list(self.overrides)
+        if self.seed is not None:
+            overrides.append(f"seed={self.seed}")
+        if self.wandb is not None:
+            overrides.append(f"logging.wandb.enabled={str(self.wandb).lower()}")
+        from decola_core.config.loader import load_recipe
+
+        recipe = load_recipe(self.recipe_name(), overrides)
+        return TrainJob(
+            recipe=recipe,
+            data_root=self.data_root,
+            cache_dir=self.cache_dir,
+            offline=self.offline,
+            weights=self.weights,
+            pseudo_labels=self.pseudo_labels,
+            output_dir=self.output_dir or Path(recipe.resolved_output_dir()),
+            max_iter=self.max_iter,
+            checkpoint_period=self.checkpoint_period,
+            resume=self.resume,
+            num_workers=self.num_workers
+            if self.num_workers is not None
+            else recipe.data.num_workers,
+            max_bad_images=self.max_bad_images,
+        )

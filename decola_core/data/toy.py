@@ -16,10 +16,23 @@ import numpy as np
 from decola_core.utils.io import atomic_write_text
 
 VERSION = 1
-COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 80, 230), "yellow": (235, 210, 40)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 210, 40),
+}
 SHAPES = ("square", "circle", "triangle")
-CLASSES = [("red", "square"), ("green", "circle"), ("blue", "triangle"), ("yellow", "square"),
-           ("red", "circle"), ("green", "triangle"), ("blue", "square"), ("yellow", "circle")]
+CLASSES = [
+    ("red", "square"),
+    ("green", "circle"),
+    ("blue", "triangle"),
+    ("yellow", "square"),
+    ("red", "circle"),
+    ("green", "triangle"),
+    ("blue", "square"),
+    ("yellow", "circle"),
+]
 FREQUENCY = ["f", "f", "f", "c", "c", "c", "r", "r"]
 EMBED_DIM = 64
 SPLITS = {"toy_train": (96, True), "toy_val": (32, True), "toy_image_labels": (64, False)}
@@ -34,8 +47,10 @@ def ensure_toy_dataset(data_root: str | Path) -> Path:
     rng = np.random.default_rng(2024)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = [{"id": i + 1, "name": f"{c}_{s}", "synonyms": [f"{c} {s}"], "frequency": FREQUENCY[i]}
-                  for i, (c, s) in enumerate(CLASSES)]
+    categories = [
+        {"id": i + 1, "name": f"{c}_{s}", "synonyms": [f"{c} {s}"], "frequency": FREQUENCY[i]}
+        for i, (c, s) in enumerate(CLASSES)
+    ]
     counts = np.zeros(len(CLASSES), np.int64)
     for split, (num_images, with_boxes) in SPLITS.items():
         images, annotations = [], []
@@ -44,23 +59,43 @@ def ensure_toy_dataset(data_root: str | Path) -> Path:
             image, objects = _draw_image(rng)
             _save_png(image, root / "images" / name)
             h, w = image.shape[:2]
-            entry = {"id": i + 1, "file_name": name, "height": h, "width": w,
-                     "neg_category_ids": [], "not_exhaustive_category_ids": []}
+            entry = {
+                "id": i + 1,
+                "file_name": name,
+                "height": h,
+                "width": w,
+                "neg_category_ids": [],
+                "not_exhaustive_category_ids": [],
+            }
             present = sorted({cls for cls, _ in objects})
             if with_boxes:
                 absent = [c for c in range(len(CLASSES)) if c not in present]
-                entry["neg_category_ids"] = [int(c) + 1 for c in rng.choice(absent, size=min(3, len(absent)), replace=False)]
+                entry["neg_category_ids"] = [
+                    int(c) + 1 for c in rng.choice(absent, size=min(3, len(absent)), replace=False)
+                ]
                 for cls, (x, y, bw, bh) in objects:
-                    annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1,
-                                        "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+                    annotations.append(
+                        {
+                            "id": len(annotations) + 1,
+                            "image_id": i + 1,
+                            "category_id": cls + 1,
+                            "bbox": [x, y, bw, bh],
+                            "area": bw * bh,
+                            "iscrowd": 0,
+                        }
+                    )
                 if split == "toy_train":
                     counts[present] += 1
             else:
                 entry["pos_category_ids"] = [present[0] + 1]  # one image-level label, as ImageNet
             images.append(entry)
         cats = [{**c, "image_count": int(counts[k])} for k, c in enumerate(categories)]
-        data = {"info": {"description": f"decola toy set v{VERSION}"}, "images": images,
-                "annotations": annotations, "categories": cats}
+        data = {
+            "info": {"description": f"decola toy set v{VERSION}"},
+            "images": images,
+            "annotations": annotations,
+            "categories": cats,
+        }
         atomic_write_text(root / "annotations" / f"{split}.json", json.dumps(data))
     _write_embeddings(root, rng)
     atomic_write_text(marker, f"{VERSION}\n")
@@ -83,7 +118,9 @@ def _draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, t
     h, w = int(rng.integers(112, 161)), int(rng.integers(112, 161))
     yy, xx = np.mgrid[0:h, 0:w]
     base = rng.integers(60, 180, 3)
-    image = base + 30 * np.sin(xx[..., None] / rng.uniform(8, 20) + yy[..., None] / rng.uniform(8, 20))
+    image = base + 30 * np.sin(
+        xx[..., None] / rng.uniform(8, 20) + yy[..., None] / rng.uniform(8, 20)
+    )
     image = np.clip(image + rng.normal(0, 12, (h, w, 3)), 0, 255)
     objects = []
     for _ in range(int(rng.integers(1, 4))):

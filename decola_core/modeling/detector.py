@@ -127,9 +127,15 @@ class DeformableDETRBase(nn.Module):
         sizes = [(int(x.shape[1]), int(x.shape[2])) for x in normalised]
         return ImageBatch(tensor, mask, sizes)
 
+    #: The original's FP16 mode: only the backbone runs under CUDA autocast (float16).
+    backbone_fp16: bool = False
+
     def feature_levels(self, batch: ImageBatch, record: Record = None):
         """Projected feature levels, their masks and sine position encodings."""
-        out = self.backbone[0](batch.tensor, batch.mask)
+        use_fp16 = self.backbone_fp16 and batch.tensor.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_fp16):
+            out = self.backbone[0](batch.tensor, batch.mask)
+        out.features = [f.float() for f in out.features]
         if record is not None:
             for name, feat, m in zip(
                 self.backbone[0].in_features, out.features, out.masks, strict=True

@@ -81,5 +81,9 @@ class MSDeformAttn(nn.Module):
             )
         else:
             raise ValueError(f"reference_points must end in 2 or 4, got {reference_points.shape}")
-        output = ms_deform_attn(value, spatial_shapes, locations.to(value.dtype), weights)
+        # the sampling itself always runs in float32, also under autocast
+        with torch.autocast(value.device.type, enabled=False):
+            output = ms_deform_attn(
+                value.float(), spatial_shapes, locations.float(), weights.float()
+            )
         return self.output_proj(output)

@@ -1,0 +1,148 @@
+"""Training augmentations on (uint8 image, xyxy boxes): resize, flip, crop, DETR's multi-scale.
+
+Every random choice comes from the ``numpy.random.Generator`` passed in, which the loader seeds
+from the sample's position in the data stream, so a resumed run augments exactly like an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms.functional import resize
+
+Sample = tuple[torch.Tensor, np.ndarray]  # image (3, H, W) uint8, boxes (n, 4) xyxy float
+
+
+def _resize(image: torch.Tensor, boxes: np.ndarray, new_h: int, new_w: int) -> Sample:
+    h, w = image.shape[1:]
+    if (new_h, new_w) == (h, w):
+        return image, boxes
+    image = resize(image, [new_h, new_w], antialias=True)
+    return image, boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h])
+
+
+def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """detectron2's ResizeShortestEdge output size."""
+    scale = short / min(h, w)
+    if max(h, w) * scale > max_size:
+        scale = max_size / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+@dataclass
+class ResizeShortestEdge:
+    sizes: list[int]
+    max_size: int = 1333
+    sampling: str = "choice"  # choice: one of sizes; range: uniform integer in [sizes[0], sizes[1]]
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        image, boxes = sample
+        if self.sampling == "range":
+            short = int(rng.integers(self.sizes[0], self.sizes[-1] + 1))
+        else:
+            short = int(self.sizes[int(rng.integers(len(self.sizes)))])
+        return _resize(image, boxes, *shortest_edge_size(*image.shape[1:], short, self.max_size))
+
+
+@dataclass
+class RandomFlip:
+    prob: float = 0.5
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        image, boxes = sample
+        if rng.random() >= self.prob:
+            return sample
+        w = image.shape[2]
+        flipped = boxes.copy()
+        flipped[:, 0], flipped[:, 2] = w - boxes[:, 2], w - boxes[:, 0]
+        return image.flip(-1), flipped
+
+
+@dataclass
+class RandomCropAbsoluteRange:
+    """A crop with height and width drawn from [min, min(side, max)] at a random position."""
+
+    min_size: int
+    max_size: int
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        image, boxes = sample
+        h, w = image.shape[1:]
+        ch = int(rng.integers(min(h, self.min_size), min(h, self.max_size) + 1))
+        cw = int(rng.integers(min(w, self.min_size), min(w, self.max_size) + 1))
+        y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+        shifted = boxes - np.array([x0, y0, x0, y0])
+        shifted[:, [0, 2]] = shifted[:, [0, 2]].clip(0, cw)
+        shifted[:, [1, 3]] = shifted[:, [1, 3]].clip(0, ch)
+        return image[:, y0 : y0 + ch, x0 : x0 + cw], shifted
+
+
+@dataclass
+class DetrAugmentation:
+    """Flip; then either a multi-scale resize, or resize + random crop + multi-scale resize."""
+
+    min_sizes: list[int]
+    max_size: int
+    crop: tuple[int, int] = (384, 600)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        sample = RandomFlip()(sample, rng)
+        if rng.random() < 0.5:
+            return ResizeShortestEdge(self.min_sizes, self.max_size)(sample, rng)
+        sample = ResizeShortestEdge([400, 500, 600], sys.maxsize)(sample, rng)
+        sample = RandomCropAbsoluteRange(*self.crop)(sample, rng)
+        return ResizeShortestEdge(self.min_sizes, self.max_size)(sample, rng)
+
+
+@dataclass
+class Compose:
+    steps: list
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        for step in self.steps:
+            sample = step(sample, rng)
+        return sample
+
+
+def build_train_augmentation(data_cfg, dataset_cfg=None) -> Compose:
+    """The augmentation of a recipe (per-dataset sizes override the global ones)."""
+    sizes = (
+        dataset_cfg.min_size
+        if dataset_cfg is not None and dataset_cfg.min_size
+        else data_cfg.min_size_train
+    )
+    max_size = (
+        dataset_cfg.max_size
+        if dataset_cfg is not None and dataset_cfg.max_size
+        else data_cfg.max_size_train
+    )
+    if data_cfg.augmentation == "detr":
+        crop = tuple(int(v) for v in data_cfg.crop.size)
+        return Compose([DetrAugmentation(list(sizes), max_size, crop)])
+    if data_cfg.augmentation in ("resize_shortest_edge", "default"):
+        per_dataset = dataset_cfg is not None and dataset_cfg.min_size
+        sampling = "range" if per_dataset and len(sizes) == 2 else data_cfg.min_size_train_sampling
+        steps = [ResizeShortestEdge(list(sizes), max_size, sampling)]
+        if data_cfg.random_flip == "horizontal":
+            steps.append(RandomFlip())
+        return Compose(steps)
+    from decola_core.errors import ConfigError
+
+    raise ConfigError(
+        f"data.augmentation '{data_cfg.augmentation}' is not supported for training yet"
+    )
+
+
+def filter_boxes(
+    boxes: np.ndarray, classes: np.ndarray, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip to the image and drop boxes with no width or height (detectron2's 1e-5 rule)."""
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h)
+    keep = ((clipped[:, 2] - clipped[:, 0]) > 1e-5) & ((clipped[:, 3] - clipped[:, 1]) > 1e-5)
+    return clipped[keep], classes[keep]

@@ -1,0 +1,170 @@
+"""``run_training(job)``: everything ``decola train`` does around the trainer — datasets and
+weights resolved, the run described, progress shown, W&B, and where the outputs went."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from decola_core.config.schema import DatasetDeclaration, Recipe
+from decola_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainJob:
+    recipe: Recipe
+    data_root: Path
+    cache_dir: Path
+    offline: bool
+    output_dir: Path
+    weights: str | None = None
+    pseudo_labels: str | None = None
+    max_iter: int | None = None
+    checkpoint_period: int | None = None
+    resume: bool = True
+    num_workers: int = 0
+    max_bad_images: int = 100
+
+
+def prepare_recipe(job: TrainJob) -> Recipe:
+    """Apply ``--pseudo-labels``: the last (image-labelled or pseudo) training set becomes the
+    given pseudo-annotation file, read as boxes, with the images of the set it replaces."""
+    recipe = job.recipe
+    if job.pseudo_labels is None:
+        return recipe
+    from decola_core.data.catalog import DatasetCatalog
+
+    catalog = DatasetCatalog(job.data_root, recipe.data.datasets)
+    if len(recipe.data.train) < 2:
+        raise ConfigError(
+            "--pseudo-labels needs a phase-2 recipe (box data + a second training set)"
+        )
+    last = recipe.data.train[-1]
+    if job.pseudo_labels in catalog:
+        name = job.pseudo_labels
+        datasets = recipe.data.datasets
+    else:
+        path = Path(job.pseudo_labels).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"--pseudo-labels: {path} is neither a file nor a catalog dataset")
+        image_root = catalog.get(last.name).image_root
+        name = "pseudo_labels"
+        datasets = {
+            **recipe.data.datasets,
+            name: DatasetDeclaration(
+                image_root=str(image_root.resolve()),
+                annotations=str(path.resolve()),
+                ann_type="box",
+            ),
+        }
+    train = [*recipe.data.train[:-1], last.model_copy(update={"name": name, "ann_type": "box"})]
+    data = recipe.data.model_copy(update={"train": train, "datasets": datasets})
+    return recipe.model_copy(update={"data": data})
+
+
+def run_training(job: TrainJob, console=None) -> Path | None:
+    """Train; returns ``model_final.pth`` on the main process (None elsewhere)."""
+    from rich.console import Console
+
+    from decola_core.data.toy import ensure_toy_dataset
+    from decola_core.engine.distributed import init_distributed
+    from decola_core.engine.trainer import Trainer, TrainOptions
+    from decola_core.modeling import build_model
+    from decola_core.utils.progress import progress_bar
+    from decola_core.zoo import resolve_weights
+
+    console = console or Console(stderr=True)
+    recipe = prepare_recipe(job)
+    context = init_distributed()
+    names = [d.name for d in recipe.data.train] + list(recipe.data.test)
+    if any(n.startswith("toy") for n in names) and context.is_main:
+        ensure_toy_dataset(job.data_root)
+    _wait_for_main(context)
+    weights_spec = job.weights or recipe.model.weights or None
+    weights = None
+    if weights_spec:
+        weights = (
+            resolve_weights(weights_spec, job.cache_dir, offline=job.offline)
+            if context.is_main
+            else None
+        )
+        _wait_for_main(context)
+        weights = resolve_weights(weights_spec, job.cache_dir, offline=True)
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    options = TrainOptions(
+        output_dir=job.output_dir,
+        data_root=job.data_root,
+        max_iter=job.max_iter,
+        checkpoint_period=job.checkpoint_period,
+        resume=job.resume,
+        num_workers=job.num_workers,
+        max_bad_images=job.max_bad_images,
+        init_weights=weights,
+        teacher_weights=weights,
+    )
+    trainer = Trainer(recipe, options, context, lambda r: build_model(r, data_root=job.data_root))
+    if context.is_main:
+        console.print(
+            f"training [bold]{recipe.name}[/] ({recipe.model.architecture}) -> {job.output_dir}"
+        )
+        for line in trainer.data.describe():
+            console.print(f"  data  {line}")
+        console.print(
+            f"  {trainer.max_iter:,} iterations, checkpoint every {trainer.period:,}, "
+            f"{context.world_size} process(es) on {context.device}, seed {trainer.seed}"
+            + (f", initial weights {weights}" if weights else "")
+        )
+    run = _wandb(recipe, job, trainer) if context.is_main and recipe.logging.wandb.enabled else None
+    with progress_bar("it", disable=not context.is_main, console=console) as bar:
+        task = bar.add_task("train", total=trainer.max_iter)
+
+        def on_log(record: dict) -> None:
+            bar.update(
+                task,
+                completed=record["iter"],
+                description=f"train loss {record['total_loss']:.3f} lr {record['lr']:.2e}",
+            )
+            if run is not None:
+                run.log(record, step=record["iter"])
+
+        final = trainer.run(on_log)
+        bar.update(task, completed=trainer.max_iter)
+    if run is not None:
+        run.finish()
+    if context.is_main:
+        console.print(f"metrics: {job.output_dir / 'metrics.jsonl'}; final weights: {final}")
+        return final
+    return None
+
+
+def _wait_for_main(context) -> None:
+    from decola_core.engine.distributed import barrier
+
+    if context.world_size > 1:
+        barrier()
+
+
+def _wandb(recipe: Recipe, job: TrainJob, trainer):
+    import wandb
+
+    cfg = recipe.logging.wandb
+    latest = trainer.checkpointer.latest() if job.resume else None
+    run_id = None
+    if latest is not None:
+        from decola_core.engine.checkpointer import Checkpointer
+
+        run_id = Checkpointer.load(latest).get("wandb_id")
+    run = wandb.init(
+        project=cfg.project or "decola",
+        group=cfg.group or None,
+        name=cfg.run_name,
+        id=run_id,
+        resume="allow",
+        dir=str(job.output_dir),
+        config=recipe.model_dump(mode="json"),
+    )
+    trainer.wandb_id = run.id
+    return run
