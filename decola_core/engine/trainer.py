@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ class Trainer:
         self.seed = (
             recipe.seed if recipe.seed >= 0 else int(np.random.SeedSequence().entropy % 2**31)
         )
+        torch.manual_seed(derived_seed(self.seed))  # the same initial weights on every rank and run
         self.model = build(recipe).to(context.device)
         self.model.backbone_fp16 = (
             self.solver.amp == "backbone-fp16" and context.device.type == "cuda"

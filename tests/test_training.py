@@ -1,0 +1,318 @@
+"""Training: samplers, the toy set, resume after kill -9, bad images, NaN steps, DDP, learning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from decola_core.config import load_recipe
+from decola_core.data.samplers import (
+    BatchPlanner,
+    TrainStream,
+    multi_dataset_weights,
+    repeat_factors,
+)
+from decola_core.data.toy import ensure_toy_dataset
+from decola_core.engine.distributed import DistContext
+from decola_core.engine.trainer import Trainer, TrainOptions
+from decola_core.errors import DecolaError
+from decola_core.modeling import build_model
+
+
+def decola_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "decola_cli.main", *args]
+
+
+def metrics_by_iter(path: Path) -> dict[int, dict]:
+    records = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        records[record["iter"]] = record  # a resumed run rewrites iterations: keep the last
+    return records
+
+
+def test_stream_is_deterministic_sharded_and_restartable() -> None:
+    stream = TrainStream(10, seed=3)
+    first = [i for _, i in islice(stream.for_rank(0, 1), 25)]
+    assert first == [i for _, i in islice(TrainStream(10, seed=3).for_rank(0, 1), 25)]
+    ranks = [[i for _, i in islice(stream.for_rank(r, 2), 15)] for r in range(2)]
+    assert [ranks[g % 2][g // 2] for g in range(25)] == first  # rank r owns positions r, r+2, ...
+    restarted = list(islice(stream.for_rank(1, 2, start=7), 5))
+    assert [p for p, _ in restarted] == [7, 8, 9, 10, 11]
+    assert [i for _, i in restarted] == ranks[1][7:12]
+
+
+def test_repeat_factors_and_multi_dataset_ratios() -> None:
+    classes = [np.array([0]), np.array([0]), np.array([0, 1]), np.array([])]
+    factors = repeat_factors(classes, threshold=0.5)
+    assert factors.tolist() == pytest.approx([1.0, 1.0, np.sqrt(0.5 / 0.25), 1.0])
+    weights = multi_dataset_weights([100, 400], [1, 4], [None, None])
+    stream = TrainStream(500, seed=0, weights=weights)
+    drawn = np.concatenate([stream.epoch(e) for e in range(20)])
+    share = (drawn >= 100).mean()
+    assert share == pytest.approx(0.8, abs=0.02)  # dataset shares follow the 1:4 ratio
+
+
+def test_batches_are_single_dataset_single_orientation_and_resume() -> None:
+    source = np.repeat([0, 1], [50, 50])
+    landscape = np.arange(100) % 3 == 0
+    make = lambda: BatchPlanner(TrainStream(100, seed=1), source, landscape, [2, 4])  # noqa: E731
+    planner = make()
+    batches = [b for _, b in zip(range(30), planner.batches(), strict=False)]
+    for src, items in batches:
+        assert len(items) == [2, 4][src]
+        assert (
+            len({int(source[i]) for _, i in items}) == 1
+            and len({bool(landscape[i]) for _, i in items}) == 1
+        )
+    planner = make()
+    gen = planner.batches()
+    head = [next(gen) for _ in range(10)]
+    state = planner.state()
+    resumed = make()
+    resumed.load_state(json.loads(json.dumps(state)))
+    tail = [b for _, b in zip(range(20), resumed.batches(), strict=False)]
+    assert [(s, [tuple(x) for x in items]) for s, items in head + tail] == [
+        (s, [tuple(x) for x in items]) for s, items in batches
+    ]
+
+
+def test_toy_dataset_is_deterministic(tmp_path: Path) -> None:
+    root = ensure_toy_dataset(tmp_path / "a")
+    again = ensure_toy_dataset(tmp_path / "b")
+    for name in ("annotations/toy_train.json", "toy_clip_a+cname.npy", "images/toy_val_0003.png"):
+        assert (root / name).read_bytes() == (again / name).read_bytes()
+    train = json.loads((root / "annotations" / "toy_train.json").read_text())
+    assert len(train["categories"]) == 8 and {c["frequency"] for c in train["categories"]} == {
+        "r",
+        "c",
+        "f",
+    }
+    labels = json.loads((root / "annotations" / "toy_image_labels.json").read_text())
+    assert labels["annotations"] == [] and all(
+        len(i["pos_category_ids"]) == 1 for i in labels["images"]
+    )
+    embeddings = np.load(root / "toy_clip_a+cname.npy").astype(np.float32)
+    norm = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    sim = norm @ norm.T
+    assert sim[0, 3] > sim[0, 1]  # red square is closer to yellow square than to green circle
+
+
+def run_cli(*args: str, data_root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        decola_cmd(
+            "train",
+            "--phase",
+            "1",
+            "--dataset",
+            "toy",
+            "--data-root",
+            str(data_root),
+            "--set",
+            "logging.period=1",
+            *args,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    full = run_cli(
+        "--output-dir",
+        str(tmp_path / "full"),
+        "--max-iter",
+        "8",
+        "--checkpoint-period",
+        "3",
+        data_root=data_root,
+    )
+    assert full.returncode == 0, full.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        decola_cmd(
+            "train",
+            "--phase",
+            "1",
+            "--dataset",
+            "toy",
+            "--data-root",
+            str(data_root),
+            "--set",
+            "logging.period=1",
+            "--output-dir",
+            str(out),
+            "--max-iter",
+            "8",
+            "--checkpoint-period",
+            "3",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while (
+        not (out / "model_0000003.pth").exists() and time.time() < deadline and proc.poll() is None
+    ):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model_final.pth").exists()
+    resumed = run_cli(
+        "--output-dir", str(out), "--max-iter", "8", "--checkpoint-period", "3", data_root=data_root
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (
+        metrics_by_iter(tmp_path / "full" / "metrics.jsonl"),
+        metrics_by_iter(out / "metrics.jsonl"),
+    )
+    for it in range(4, 9):
+        for key, value in a[it].items():
+            if key != "seconds":
+                assert b[it][key] == value, (it, key)
+    assert not list(out.glob(".*.tmp"))  # no half-written files
+
+
+def toy_trainer(tmp_path: Path, **options) -> Trainer:
+    data_root = tmp_path / "data"
+    ensure_toy_dataset(data_root)
+    recipe = load_recipe("toy/DECOLA_PHASE1_Toy", ["logging.period=1"])
+    opts = TrainOptions(output_dir=tmp_path / "out", data_root=data_root, **options)
+    opts.output_dir.mkdir(parents=True, exist_ok=True)
+    return Trainer(recipe, opts, DistContext(), lambda r: build_model(r, data_root=data_root))
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    root = ensure_toy_dataset(data_root)
+    for path in sorted((root / "images").glob("toy_train_00[0-3]*.png")):
+        path.write_bytes(b"broken")  # 40 of 96 training images
+    with pytest.raises(DecolaError, match="unreadable training images"):
+        toy_trainer(tmp_path, max_iter=3, max_bad_images=0).run()
+    trainer = toy_trainer(tmp_path, max_iter=3, max_bad_images=1000, resume=False)
+    trainer.run()
+    assert trainer.bad_images > 0
+    assert (
+        metrics_by_iter(tmp_path / "out" / "metrics.jsonl")[3]["bad_images"] == trainer.bad_images
+    )
+
+
+def test_non_finite_losses_skip_the_step(tmp_path: Path) -> None:
+    trainer = toy_trainer(tmp_path, max_iter=3)
+    original = trainer._step_losses
+    calls = {"n": 0}
+
+    def poisoned(model, batch, it):
+        losses, ids = original(model, batch, it)
+        calls["n"] += 1
+        if it == 1:
+            losses = {k: v * float("nan") for k, v in losses.items()}
+        return losses, ids
+
+    trainer._step_losses = poisoned
+    trainer.run()
+    assert trainer.skipped_steps == 1
+    assert metrics_by_iter(tmp_path / "out" / "metrics.jsonl")[3]["skipped_steps"] == 1
+    always = toy_trainer(tmp_path / "again", max_iter=20)
+    always._step_losses = lambda model, batch, it: ({"loss": torch.tensor(float("inf"))}, [it])
+    with pytest.raises(DecolaError, match="not finite for 6 consecutive steps"):
+        always.run()
+
+
+def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
+    toy_trainer(tmp_path, max_iter=2, checkpoint_period=1).run()
+    data_root = tmp_path / "data"
+    recipe = load_recipe("toy/DECOLA_PHASE1_Toy", ["logging.period=1", "solver.base_lr=0.001"])
+    opts = TrainOptions(output_dir=tmp_path / "out", data_root=data_root, max_iter=3)
+    trainer = Trainer(recipe, opts, DistContext(), lambda r: build_model(r, data_root=data_root))
+    with pytest.raises(DecolaError, match="different recipe.*solver.base_lr"):
+        trainer.run()
+
+
+def test_learning_rate_groups_and_schedule() -> None:
+    from decola_core.engine.trainer import lr_factor, param_groups
+
+    recipe = load_recipe("DECOLA_PHASE1_Lbase_CLIP_R5021k_4x")
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(2, 2)
+    model.sampling_offsets = torch.nn.Linear(2, 2)
+    model.head = torch.nn.Linear(2, 2)
+    lrs = sorted(g["lr"] for g in param_groups(model, recipe.solver))
+    assert lrs == pytest.approx([2e-5, 2e-4])
+    factor = lr_factor(recipe.solver, recipe.solver.max_iter)
+    assert factor(0) == 1.0 and factor(299_999) == 1.0 and factor(300_000) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training(tmp_path: Path) -> None:
+    result = run_cli(
+        "--output-dir",
+        str(tmp_path / "ddp"),
+        "--max-iter",
+        "3",
+        "--num-gpus",
+        "2",
+        data_root=tmp_path / "data",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "ddp" / "model_final.pth").exists()
+    assert metrics_by_iter(tmp_path / "ddp" / "metrics.jsonl")[3]["total_loss"] > 0
+
+
+@pytest.mark.slow
+def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
+    from decola_core.evaluation import GroundTruth, Predictions, evaluate
+
+    result = run_cli(
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--max-iter",
+        "300",
+        "--checkpoint-period",
+        "300",
+        data_root=tmp_path / "data",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = metrics_by_iter(tmp_path / "run" / "metrics.jsonl")
+    assert metrics[300]["total_loss"] < 0.5 * metrics[1]["total_loss"]
+    out = tmp_path / "eval"
+    ev = subprocess.run(
+        decola_cmd(
+            "eval",
+            "--config",
+            "toy/DECOLA_PHASE1_Toy",
+            "--weights",
+            str(tmp_path / "run" / "model_final.pth"),
+            "--data-root",
+            str(tmp_path / "data"),
+            "--conditioned",
+            "--output-dir",
+            str(out),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert ev.returncode == 0, ev.stderr
+    ap50 = json.loads((out / "metrics.json").read_text())["AP50"]
+    assert ap50 > 20.0
+    gt = GroundTruth.load(tmp_path / "data" / "toy" / "annotations" / "toy_val.json")
+    counts = Counter(p["category_id"] for p in json.loads((out / "predictions.json").read_text()))
+    assert len(counts) > 1
+    assert evaluate(gt, Predictions.load(out / "predictions.json")).metrics[
+        "AP50"
+    ] == pytest.approx(ap50)
