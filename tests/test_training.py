@@ -316,3 +316,35 @@ def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
     assert evaluate(gt, Predictions.load(out / "predictions.json")).metrics[
         "AP50"
     ] == pytest.approx(ap50)
+
+
+def test_lvis_reader_views_and_pseudo_scores(tmp_path: Path) -> None:
+    from decola_core.data.catalog import DatasetCatalog
+
+    categories = [
+        {"id": 1, "name": "a", "frequency": "r"},
+        {"id": 2, "name": "b", "frequency": "f"},
+    ]
+    images = [
+        {"id": 7, "file_name": "x.jpg", "height": 10, "width": 20, "pos_category_ids": [2]},
+        {"id": 3, "coco_url": "http://h/train2017/y.jpg", "height": 5, "width": 5},
+    ]
+    anns = [
+        {"id": 1, "image_id": 7, "category_id": 1, "bbox": [0, 0, 2, 2], "score": 0.9},
+        {"id": 2, "image_id": 7, "category_id": 2, "bbox": [1, 1, 2, 2], "score": 0.2},
+        {"id": 3, "image_id": 3, "category_id": 2, "bbox": [0, 0, 1, 1], "iscrowd": 1},
+    ]
+    (tmp_path / "lvis").mkdir()
+    (tmp_path / "lvis" / "lvis_v1_train.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": categories})
+    )
+    catalog = DatasetCatalog(tmp_path)
+    full = catalog.open("lvis_v1_train")
+    assert full.image_ids.tolist() == [3, 7]  # ascending ids
+    assert full.record(0).classes.size == 0  # crowd dropped
+    assert full.record(0).path == tmp_path / "coco" / "train2017" / "y.jpg"
+    assert full.record(1).classes.tolist() == [0, 1] and full.record(1).image_labels.tolist() == [1]
+    base = catalog.open("lvis_v1_train_norare")  # no file: a view of LVIS without rare boxes
+    assert base.record(1).classes.tolist() == [1] and len(base.category_ids) == 2
+    confident = catalog.open("lvis_v1_train", min_score=0.5)
+    assert confident.record(1).scores.tolist() == pytest.approx([0.9])

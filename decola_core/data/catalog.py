@@ -31,6 +31,8 @@ class DatasetSpec:
     ann_type: AnnType = "box"
     evaluator: Evaluator = "lvis"
     description: str = ""
+    view_of: str | None = None  # when the file is missing: this dataset ...
+    drop_frequencies: tuple[str, ...] = ()  # ... without the boxes of these frequency tags
 
     def resolve(self, data_root: Path) -> ResolvedDataset:
         """The dataset with its paths joined onto ``data_root`` (absolute paths stay)."""
@@ -85,6 +87,8 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
             "coco",
             "lvis/lvis_v1_train_norare.json",
             description="LVIS-base: LVIS v1 train without rare-class boxes",
+            view_of="lvis_v1_train",
+            drop_frequencies=("r",),
         ),
         DatasetSpec(
             "lvis_v1_val",
@@ -204,3 +208,20 @@ class DatasetCatalog:
 
     def __contains__(self, name: str) -> bool:
         return name in self._specs
+
+    def open(self, name: str, *, min_score: float = 0.0):
+        """The dataset's records (an LVIS-base view is built from LVIS when its file is absent)."""
+        from decola_core.data.lvis import LvisDataset
+
+        resolved = self.get(name)
+        spec = resolved.spec
+        if not resolved.annotations.is_file() and spec.view_of is not None:
+            source = self.get(spec.view_of)
+            if source.annotations.is_file():
+                return LvisDataset(
+                    source.annotations,
+                    resolved.image_root,
+                    min_score=min_score,
+                    drop_frequencies=set(spec.drop_frequencies),
+                )
+        return LvisDataset(resolved.annotations, resolved.image_root, min_score=min_score)

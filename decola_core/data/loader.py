@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from decola_core.config.schema import Recipe
 from decola_core.data.catalog import DatasetCatalog
-from decola_core.data.lvis import LvisDataset, read_image
+from decola_core.data.lvis import read_image
 from decola_core.data.samplers import (
     BatchPlanner,
     TrainStream,
@@ -60,17 +60,16 @@ class TrainData:
     ) -> None:
         catalog = DatasetCatalog(data_root, recipe.data.datasets)
         self.configs = recipe.data.train
-        self.datasets = [LvisDataset(*_paths(catalog, d.name)) for d in self.configs]
+        self.datasets = [catalog.open(d.name, min_score=d.score_threshold) for d in self.configs]
         self.ann_types = [d.ann_type for d in self.configs]
         self.augmentations = [
             build_train_augmentation(recipe.data, d if len(self.configs) > 1 else None)
             for d in self.configs
         ]
-        records = [r for ds in self.datasets for r in ds.records]
-        self.records = records
         sizes = [len(ds) for ds in self.datasets]
+        self._starts = np.cumsum([0] + sizes)
         source_of = np.repeat(np.arange(len(sizes)), sizes)
-        landscape = np.array([r.width > r.height for r in records])
+        landscape = np.concatenate([ds.widths > ds.heights for ds in self.datasets])
         stream = self._stream(recipe, sizes, seed)
         batch_sizes = [
             d.batch_size or max(1, recipe.solver.ims_per_batch // world) for d in self.configs
@@ -86,9 +85,9 @@ class TrainData:
             rfs = []
             for ds, cfg in zip(self.datasets, self.configs, strict=True):
                 if cfg.use_rfs:
-                    classes = [
-                        r.classes if cfg.ann_type == "box" else r.image_labels for r in ds.records
-                    ]
+                    classes = (
+                        ds.classes_per_image() if cfg.ann_type == "box" else ds.labels_per_image()
+                    )
                     rfs.append(repeat_factors(classes, data.repeat_threshold))
                 else:
                     rfs.append(None)
@@ -98,7 +97,10 @@ class TrainData:
             return TrainStream(
                 total,
                 seed,
-                repeat=repeat_factors([r.classes for r in self.records], data.repeat_threshold),
+                repeat=repeat_factors(
+                    [c for ds in self.datasets for c in ds.classes_per_image()],
+                    data.repeat_threshold,
+                ),
             )
         return TrainStream(total, seed)
 
@@ -109,10 +111,15 @@ class TrainData:
             for i, (cfg, ds) in enumerate(zip(self.configs, self.datasets, strict=True))
         ]
 
+    def record(self, index: int):
+        """The record of global sample ``index``."""
+        source = int(self.planner.source_of[index])
+        return self.datasets[source].record(index - int(self._starts[source]))
+
     def load(self, position: int, index: int) -> TrainSample | None:
         """One augmented sample, or None if its image cannot be read."""
-        record = self.records[index]
         source = int(self.planner.source_of[index])
+        record = self.record(index)
         try:
             image = read_image(record.path)
         except (OSError, ValueError) as err:
@@ -180,12 +187,7 @@ class _BatchDataset(IterableDataset):
             for position, index in items:
                 sample = self.data.load(position, index)
                 if sample is None:
-                    batch.bad_images.append(str(self.data.records[index].path))
+                    batch.bad_images.append(str(self.data.record(index).path))
                 else:
                     batch.samples.append(sample)
             yield batch
-
-
-def _paths(catalog: DatasetCatalog, name: str) -> tuple[Path, Path]:
-    resolved = catalog.get(name)
-    return resolved.annotations, resolved.image_root

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ImageRecord:
-    """One image: where it is, its stored size, its boxes (xywh) and contiguous class ids."""
+    """One image: where it is, its stored size, its boxes (xywh), contiguous class ids, box
+    scores (pseudo-labels; nan otherwise) and image-level labels."""
 
     image_id: int
     path: Path
@@ -29,15 +30,28 @@ class ImageRecord:
     width: int
     boxes: np.ndarray  # (n, 4) xywh in original pixels
     classes: np.ndarray  # (n,) contiguous ids
-    image_labels: np.ndarray = field(
-        default_factory=lambda: np.zeros(0, np.int64)
-    )  # pos_category_ids
+    image_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class LvisDataset:
-    """Records of an LVIS-format annotation file, in ascending image-id order."""
+    """An LVIS-format annotation file as flat arrays, in ascending image-id order.
 
-    def __init__(self, annotations: str | Path, image_root: str | Path) -> None:
+    Nothing per image or per box is kept as a Python object: boxes, classes and scores are
+    concatenated arrays with per-image offsets, file names one byte string with offsets, so
+    data-loader workers share the memory instead of copying millions of objects.
+    ``drop_frequencies`` removes the boxes of categories with those LVIS frequency tags (e.g.
+    ``{"r"}`` gives LVIS-base); ``min_score`` drops boxes scoring below it (pseudo-labels).
+    """
+
+    def __init__(
+        self,
+        annotations: str | Path,
+        image_root: str | Path,
+        *,
+        drop_frequencies: set[str] | frozenset[str] = frozenset(),
+        min_score: float = 0.0,
+    ) -> None:
         import orjson
 
         path = Path(annotations)
@@ -49,47 +63,94 @@ class LvisDataset:
             raise DatasetError(f"{path}: invalid JSON ({err})") from None
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DatasetError(f"{path}: not an LVIS/COCO file (no 'images' list)")
-        self.source = path
+        self.source, self.image_root = path, Path(image_root)
         self.categories = sorted(data.get("categories", []), key=lambda c: c["id"])
         self.category_ids = np.array([c["id"] for c in self.categories], dtype=np.int64)
         contiguous = {int(c): i for i, c in enumerate(self.category_ids)}
-        grouped: dict[int, list[dict]] = {}
-        for ann in data.get("annotations", []):
-            if ann.get("iscrowd", 0) > 0:
-                continue
-            grouped.setdefault(ann["image_id"], []).append(ann)
-        root = Path(image_root)
-        self.records: list[ImageRecord] = []
-        for img in sorted(data["images"], key=lambda i: i["id"]):
-            anns = grouped.get(img["id"], [])
-            try:
-                classes = np.array([contiguous[a["category_id"]] for a in anns], dtype=np.int64)
-                labels = np.array(
-                    [contiguous[c] for c in img.get("pos_category_ids", [])], dtype=np.int64
-                )
-            except KeyError as err:
-                raise DatasetError(
-                    f"{path}: image {img['id']} names category {err} that is not in 'categories'"
-                ) from None
-            boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-            self.records.append(
-                ImageRecord(
-                    int(img["id"]),
-                    root / _relative_path(img, path),
-                    int(img["height"]),
-                    int(img["width"]),
-                    boxes,
-                    classes,
-                    labels,
-                )
-            )
+        dropped = {c["id"] for c in self.categories if c.get("frequency") in drop_frequencies}
+        images = sorted(data["images"], key=lambda i: i["id"])
+        order = {img["id"]: n for n, img in enumerate(images)}
+        anns = [
+            a
+            for a in data.get("annotations", [])
+            if a.get("iscrowd", 0) == 0
+            and a["category_id"] not in dropped
+            and a.get("score", 1.0) >= min_score
+        ]
+        try:
+            owner = np.array([order[a["image_id"]] for a in anns], dtype=np.int64)
+            classes = np.array([contiguous[a["category_id"]] for a in anns], dtype=np.int64)
+        except KeyError as err:
+            raise DatasetError(
+                f"{path}: an annotation names image or category {err} that is not listed"
+            ) from None
+        sort = np.argsort(owner, kind="stable")
+        self._box_owner = owner[sort]
+        self._boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)[sort]
+        self._classes = classes[sort]
+        self._scores = np.array([a.get("score", np.nan) for a in anns], dtype=np.float32)[sort]
+        self._box_offsets = np.searchsorted(self._box_owner, np.arange(len(images) + 1))
+        self.image_ids = np.array([img["id"] for img in images], dtype=np.int64)
+        self.heights = np.array([img["height"] for img in images], dtype=np.int32)
+        self.widths = np.array([img["width"] for img in images], dtype=np.int32)
+        labels = [
+            [contiguous[c] for c in img.get("pos_category_ids", []) if c in contiguous]
+            for img in images
+        ]
+        self._labels = np.array([c for row in labels for c in row], dtype=np.int64)
+        self._label_offsets = np.cumsum([0] + [len(row) for row in labels])
+        names = [_relative_path(img, path).encode() for img in images]
+        self._names = b"".join(names)
+        self._name_offsets = np.cumsum([0] + [len(n) for n in names])
+        self.records = _Records(self)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.image_ids)
+
+    def record(self, index: int) -> ImageRecord:
+        lo, hi = self._box_offsets[index], self._box_offsets[index + 1]
+        name = self._names[self._name_offsets[index] : self._name_offsets[index + 1]].decode()
+        labels = self._labels[self._label_offsets[index] : self._label_offsets[index + 1]]
+        return ImageRecord(
+            int(self.image_ids[index]),
+            self.image_root / name,
+            int(self.heights[index]),
+            int(self.widths[index]),
+            self._boxes[lo:hi],
+            self._classes[lo:hi],
+            labels,
+            self._scores[lo:hi],
+        )
+
+    def classes_per_image(self) -> list[np.ndarray]:
+        return np.split(self._classes, self._box_offsets[1:-1])
+
+    def labels_per_image(self) -> list[np.ndarray]:
+        return np.split(self._labels, self._label_offsets[1:-1])
 
     def category_id(self, contiguous: np.ndarray | torch.Tensor) -> np.ndarray:
         """Dataset category ids of contiguous class ids."""
         return self.category_ids[np.asarray(contiguous, dtype=np.int64)]
+
+
+class _Records:
+    """``dataset.records[i]`` / slices / iteration, built on demand from the arrays."""
+
+    def __init__(self, dataset: LvisDataset) -> None:
+        self._dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return [self._dataset.record(i) for i in range(*item.indices(len(self)))]
+        if item < 0:
+            item += len(self)
+        return self._dataset.record(item)
+
+    def __iter__(self):
+        return (self._dataset.record(i) for i in range(len(self)))
 
 
 def _relative_path(img: dict, source: Path) -> str:

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,7 +252,7 @@ class Trainer:
                         f"the loss was not finite for {consecutive_skips} consecutive "
                         f"steps (last images: {image_ids}); stopping"
                     )
-                self.scheduler.step()
+                self._advance_schedule()
                 continue
             consecutive_skips = 0
             self.optimizer.zero_grad(set_to_none=True)
@@ -260,7 +261,7 @@ class Trainer:
             self._clip()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.scheduler.step()
+            self._advance_schedule()
             done = it + 1
             if (
                 done % self.recipe.logging.period == 0
@@ -279,6 +280,13 @@ class Trainer:
                 self._save(f"model_{done:07d}.pth", done)
         final = self._save("model_final.pth", self.max_iter, pointer=False)
         return final
+
+    def _advance_schedule(self) -> None:
+        """One scheduler step per iteration, also for skipped steps (torch warns about the
+        order after a skipped step; the schedule is per iteration on purpose)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
 
     def _step_losses(self, model, batch: TrainBatch, it: int):
         device = self.context.device
