@@ -348,3 +348,64 @@ def test_lvis_reader_views_and_pseudo_scores(tmp_path: Path) -> None:
     assert base.record(1).classes.tolist() == [1] and len(base.category_ids) == 2
     confident = catalog.open("lvis_v1_train", min_score=0.5)
     assert confident.record(1).scores.tolist() == pytest.approx([0.9])
+
+
+def test_visualisations_eval_only_and_the_detic_toy_baseline(tmp_path: Path) -> None:
+    from PIL import Image
+
+    data_root = tmp_path / "data"
+    result = run_cli(
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--max-iter",
+        "2",
+        "--set",
+        "logging.wandb.vis_period=2",
+        data_root=data_root,
+    )
+    assert result.returncode == 0, result.stderr
+    targets = Image.open(tmp_path / "run" / "vis" / "iter_0000002_box_targets.png")
+    assert targets.size[0] > 50  # an augmented training image with its boxes drawn
+    assert "img/s" in result.stderr
+    evaluated = subprocess.run(
+        decola_cmd(
+            "train",
+            "--phase",
+            "1",
+            "--dataset",
+            "toy",
+            "--data-root",
+            str(data_root),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--eval-only",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "AP50" in json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+    detic = subprocess.run(
+        decola_cmd(
+            "train",
+            "--baseline",
+            "detic",
+            "--dataset",
+            "toy",
+            "--data-root",
+            str(data_root),
+            "--output-dir",
+            str(tmp_path / "detic"),
+            "--max-iter",
+            "4",
+            "--set",
+            "logging.period=1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert detic.returncode == 0, detic.stderr
+    records = metrics_by_iter(tmp_path / "detic" / "metrics.jsonl")
+    assert any(r["loss_image"] > 0 for r in records.values())  # image-labelled batches were used

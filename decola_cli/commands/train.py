@@ -73,6 +73,14 @@ def train_command(
     wandb: Annotated[
         bool | None, typer.Option("--wandb/--no-wandb", help="Log to Weights & Biases.")
     ] = None,
+    eval_only: Annotated[
+        bool,
+        typer.Option(
+            "--eval-only",
+            help="Evaluate --weights (default: the run's model_final.pth) "
+            "on the recipe's test set instead of training.",
+        ),
+    ] = False,
     data_root: options.DataRootOption = None,
     cache_dir: options.CacheDirOption = None,
 ) -> None:
@@ -103,6 +111,9 @@ def train_command(
         data_root=data_root,
         cache_dir=cache_dir,
     )
+    if eval_only:
+        _evaluate(settings)
+        return
     from decola_core.engine.distributed import in_distributed_job, relaunch
 
     if (settings.num_gpus > 1 or settings.num_machines > 1) and not in_distributed_job():
@@ -120,3 +131,37 @@ def train_command(
     final = run_training(settings.resolve(), console=err)
     if final is not None:
         err.print(f"[bold green]done[/]: {final}")
+
+
+def _evaluate(settings: TrainSettings) -> None:
+    """``--eval-only``: ``decola eval`` with the same recipe, on its test set."""
+    from decola_cli.commands.eval import _run_model
+    from decola_cli.settings import EvalSettings
+    from decola_core.errors import ConfigError
+
+    job = settings.resolve()
+    weights = settings.weights or str(job.output_dir / "model_final.pth")
+    if settings.weights is None and not Path(weights).is_file():
+        raise ConfigError(f"--eval-only: no --weights and no {weights} yet")
+    eval_settings = EvalSettings(
+        config=job.recipe.name if settings.config is None else settings.config,
+        overrides=settings.overrides,
+        weights=weights,
+        data_root=settings.data_root,
+        cache_dir=settings.cache_dir,
+        offline=settings.offline,
+        num_gpus=settings.num_gpus,
+        output_dir=job.output_dir / "eval",
+    )
+    if settings.config is None:
+        eval_settings = eval_settings.model_copy(
+            update={
+                "config": None,
+                "phase": settings.phase,
+                "dataset": settings.dataset,
+                "backbone": settings.backbone,
+                "baseline": settings.baseline,
+                "labels": settings.labels,
+            }
+        )
+    _run_model(eval_settings)

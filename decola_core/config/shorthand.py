@@ -19,6 +19,7 @@ TOY_RECIPES = {
     ("phase", 1): "toy/DECOLA_PHASE1_Toy",
     ("phase", 2): "toy/DECOLA_PHASE2_Toy",
     ("baseline", "boxsup"): "toy/BoxSup-DeformDETR_Toy",
+    ("baseline", "detic"): "toy/BoxSup+ST-DeformDETR_Toy",
 }
 DEFAULT_DATASET: DatasetChoice = "lvis-base"
 DEFAULT_BACKBONE: BackboneChoice = "r50-21k"

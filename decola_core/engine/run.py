@@ -122,11 +122,18 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         task = bar.add_task("train", total=trainer.max_iter)
 
         def on_log(record: dict) -> None:
-            bar.update(
-                task,
-                completed=record["iter"],
-                description=f"train loss {record['total_loss']:.3f} lr {record['lr']:.2e}",
+            if "images" in record:  # a visualisation
+                if run is not None:
+                    import wandb
+
+                    images = {k: wandb.Image(v) for k, v in record["images"].items()}
+                    run.log(images, step=record["iter"])
+                return
+            description = (
+                f"train loss {record['total_loss']:.3f} lr {record['lr']:.2e} "
+                f"{record['images_per_s']:.1f} img/s"
             )
+            bar.update(task, completed=record["iter"], description=description)
             if run is not None:
                 run.log(record, step=record["iter"])
 

@@ -234,9 +234,11 @@ class Trainer:
         batches = self.data.batches(self.options.num_workers)
         consecutive_skips = 0
         last_time = time.perf_counter()
+        images_since_log = 0
         for it in range(self.start_iter, self.max_iter):
             batch = next(batches)
             self._count_bad(batch)
+            images_since_log += len(batch.samples) * self.context.world_size
             torch.manual_seed(derived_seed(self.seed, it, self.context.rank))
             losses, image_ids = self._step_losses(model, batch, it)
             total = total_loss(losses)
@@ -270,16 +272,75 @@ class Trainer:
             ):
                 now = time.perf_counter()
                 record = self._log_record(done, losses, total, now - last_time)
-                last_time = now
+                record["images_per_s"] = images_since_log / max(now - last_time, 1e-9)
+                last_time, images_since_log = now, 0
                 if self.context.is_main:
                     with open(metrics_path, "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(record) + "\n")
                     if on_log is not None:
                         on_log(record)
+            vis_period = self.recipe.logging.wandb.vis_period
+            if vis_period and done % vis_period == 0 and self.context.is_main:
+                self._visualise(batch, done, on_log)
             if done % self.period == 0 and done < self.max_iter:
                 self._save(f"model_{done:07d}.pth", done)
         final = self._save("model_final.pth", self.max_iter, pointer=False)
         return final
+
+    @torch.no_grad()
+    def _visualise(self, batch: TrainBatch, done: int, on_log) -> None:
+        """Predictions (score > 0.1) and targets of the batch's first image, as PNGs in
+        ``<output>/vis`` (and to W&B through the log callback)."""
+        from decola_core.modeling.postprocess import postprocess
+        from decola_core.utils.draw import draw_boxes
+        from decola_core.utils.io import atomic_open
+
+        if not batch.samples:
+            return
+        sample = batch.samples[0]
+        h, w = sample.image.shape[1:]
+        was_training = self.model.training
+        self.model.eval()
+        out = self.model([sample.image.to(self.context.device)])
+        self.model.train(was_training)
+        det = postprocess(
+            out.pred_logits,
+            out.pred_boxes,
+            [(h, w)],
+            prompt_inds=out.prompt_inds,
+            max_detections=20,
+            score_threshold=0.1,
+        )[0]
+        from decola_core.structures.boxes import box_cxcywh_to_xyxy
+
+        gt = box_cxcywh_to_xyxy(sample.boxes) * torch.tensor([w, h, w, h])
+        pictures = {
+            "predictions": draw_boxes(
+                sample.image,
+                det.boxes.cpu(),
+                [f"{int(c)} {s:.2f}" for c, s in zip(det.labels, det.scores, strict=True)],
+                det.labels.tolist(),
+                fade=0.3,
+            ),
+            "targets": draw_boxes(
+                sample.image,
+                gt,
+                [str(int(c)) for c in sample.labels],
+                sample.labels.tolist(),
+                fade=0.3,
+            ),
+        }
+        folder = self.options.output_dir / "vis"
+        folder.mkdir(exist_ok=True)
+        for kind, picture in pictures.items():
+            with atomic_open(
+                folder / f"iter_{done:07d}_{batch.ann_type}_{kind}.png", "wb"
+            ) as handle:
+                picture.save(handle, format="PNG")
+        if on_log is not None:
+            on_log(
+                {"iter": done, "images": {f"{batch.ann_type}-{k}": p for k, p in pictures.items()}}
+            )
 
     def _advance_schedule(self) -> None:
         """One scheduler step per iteration, also for skipped steps (torch warns about the

@@ -1,0 +1,59 @@
+"""Draw boxes with labels on images (training visualisations, predictions)."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+
+def palette(index: int) -> tuple[int, int, int]:
+    """Well-separated colours (golden-ratio hue steps), stable per class index."""
+    hue = (index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_boxes(
+    image: torch.Tensor | np.ndarray,
+    boxes,
+    labels: list[str],
+    colours: list[int],
+    *,
+    fade: float = 0.0,
+) -> Image.Image:
+    """A PIL image of ``image`` (3, H, W uint8 or H, W, 3) with xyxy ``boxes`` and text labels
+    on filled tags (readable on any background). ``fade`` blends the image towards white."""
+    array = (
+        image.permute(1, 2, 0).cpu().numpy()
+        if isinstance(image, torch.Tensor)
+        else np.asarray(image)
+    )
+    if fade:
+        array = (array.astype(np.float32) * (1 - fade) + 255 * fade).astype(np.uint8)
+    canvas = Image.fromarray(np.ascontiguousarray(array)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    width = max(1, round(min(canvas.size) / 200))
+    for box, text, colour_index in zip(
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels, colours, strict=True
+    ):
+        colour = palette(colour_index)
+        x0, y0, x1, y1 = box.tolist()
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        if text:
+            left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
+            tag_top = max(0, y0 - (bottom - top) - 2)
+            draw.rectangle(
+                [x0, tag_top, x0 + (right - left) + 4, tag_top + (bottom - top) + 2], fill=colour
+            )
+            luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+            draw.text(
+                (x0 + 2, tag_top),
+                text,
+                fill=(0, 0, 0) if luminance > 140 else (255, 255, 255),
+                font=font,
+            )
+    return canvas
