@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from decola_core.errors import DatasetError
+from decola_core.utils.io import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,8 @@ class LvisDataset:
         drop_frequencies: set[str] | frozenset[str] = frozenset(),
         min_score: float = 0.0,
     ) -> None:
-        import orjson
-
         path = Path(annotations)
-        try:
-            data = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise DatasetError(f"annotation file not found: {path}") from None
-        except orjson.JSONDecodeError as err:
-            raise DatasetError(f"{path}: invalid JSON ({err})") from None
+        data = read_json_file(path)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DatasetError(f"{path}: not an LVIS/COCO file (no 'images' list)")
         self.source, self.image_root = path, Path(image_root)

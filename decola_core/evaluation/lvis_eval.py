@@ -65,15 +65,10 @@ class GroundTruth:
 
     @classmethod
     def load(cls, path: str | Path) -> GroundTruth:
-        import orjson
+        from decola_core.utils.io import read_json_file
 
         path = Path(path)
-        try:
-            data = orjson.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise DecolaError(f"annotation file not found: {path}") from None
-        except orjson.JSONDecodeError as err:
-            raise DecolaError(f"{path}: invalid JSON ({err})") from None
+        data = read_json_file(path)
         if not isinstance(data, dict):
             raise DecolaError(f"{path}: expected a JSON object")
         return cls(data, str(path))
@@ -152,15 +147,7 @@ def evaluate_coco(gt: GroundTruth, predictions: Predictions, *, max_dets: int = 
         evaluator.evaluate()
         evaluator.accumulate()
     precision = evaluator.eval["precision"][..., -1]  # (T, R, K, A) at max_dets
-    thresholds = np.linspace(0.5, 0.95, 10)
-    metrics = {
-        "AP": _mean_valid(precision[..., 0]),
-        "AP50": _mean_valid(precision[np.isclose(thresholds, 0.5)][..., 0]),
-        "AP75": _mean_valid(precision[np.isclose(thresholds, 0.75)][..., 0]),
-        "APs": _mean_valid(precision[..., 1]),
-        "APm": _mean_valid(precision[..., 2]),
-        "APl": _mean_valid(precision[..., 3]),
-    }
+    metrics = _overall_metrics(precision)
     per_category = {
         int(c): _percent(_mean_valid(precision[:, :, k, 0])) for k, c in enumerate(gt.category_ids)
     }
@@ -172,15 +159,7 @@ def summarize(precision: np.ndarray, recall: np.ndarray, gt: GroundTruth) -> dic
     groups = {
         f: [k for k, c in enumerate(gt.category_ids) if gt.frequency[c] == f] for f in FREQUENCIES
     }
-    thresholds = np.linspace(0.5, 0.95, 10)
-    metrics = {
-        "AP": _mean_valid(precision[..., 0]),
-        "AP50": _mean_valid(precision[np.isclose(thresholds, 0.5)][..., 0]),
-        "AP75": _mean_valid(precision[np.isclose(thresholds, 0.75)][..., 0]),
-        "APs": _mean_valid(precision[..., 1]),
-        "APm": _mean_valid(precision[..., 2]),
-        "APl": _mean_valid(precision[..., 3]),
-    }
+    metrics = _overall_metrics(precision)
     for f in FREQUENCIES:
         metrics[f"AP{f}"] = _mean_valid(precision[:, :, groups[f], 0])
     metrics["AR@300"] = _mean_valid(recall[..., 0])
@@ -190,6 +169,19 @@ def summarize(precision: np.ndarray, recall: np.ndarray, gt: GroundTruth) -> dic
 def _percent(value: float) -> float:
     """Percent, or nan for the lvis-api's -1 (nothing to evaluate)."""
     return value * 100 if value >= 0 else float("nan")
+
+
+def _overall_metrics(precision: np.ndarray) -> dict[str, float]:
+    """AP, AP50, AP75 and APs/m/l (fractions, -1 when empty) from (T, R, K, A) precision."""
+    thresholds = np.linspace(0.5, 0.95, 10)
+    return {
+        "AP": _mean_valid(precision[..., 0]),
+        "AP50": _mean_valid(precision[np.isclose(thresholds, 0.5)][..., 0]),
+        "AP75": _mean_valid(precision[np.isclose(thresholds, 0.75)][..., 0]),
+        "APs": _mean_valid(precision[..., 1]),
+        "APm": _mean_valid(precision[..., 2]),
+        "APl": _mean_valid(precision[..., 3]),
+    }
 
 
 def _mean_valid(values: np.ndarray) -> float:

@@ -13,7 +13,7 @@ from decola_core.config.schema import PRIOR_BIAS, Recipe
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.classifier import DeticZeroShotClassifier
 from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput
-from decola_core.modeling.transformer import DeformableTransformer, Record
+from decola_core.modeling.transformer import Record
 
 
 class BoxSupDETR(DeformableDETRBase):
@@ -82,23 +82,17 @@ class BoxSupDETR(DeformableDETRBase):
 
 def build_baseline(recipe: Recipe, *, data_root: Path) -> BoxSupDETR:
     """The baseline network of ``recipe`` (architecture ``deformable_detr``)."""
-    from decola_core.modeling.build import _resolve, load_embeddings, load_fed_loss_weight
+    from decola_core.modeling.build import (
+        _resolve,
+        build_transformer,
+        load_embeddings,
+        load_fed_loss_weight,
+    )
 
     cfg = recipe.model
     t, c = cfg.transformer, cfg.classifier
     backbone = MaskedBackbone(build_backbone(cfg.backbone), t.in_features)
-    transformer = DeformableTransformer(
-        d_model=t.hidden_dim,
-        nhead=t.nheads,
-        num_encoder_layers=t.enc_layers,
-        num_decoder_layers=t.dec_layers,
-        dim_feedforward=t.dim_feedforward,
-        dropout=t.dropout,
-        num_feature_levels=t.num_feature_levels,
-        num_queries=t.num_queries,
-        look_forward_twice=t.look_forward_twice,
-        reinit_decoder=True,
-    )
+    transformer = build_transformer(cfg, reinit_decoder=True)
     embeddings = load_embeddings(
         _resolve(c.embeddings, data_root), c.num_classes, c.embed_dim, "class embeddings"
     )

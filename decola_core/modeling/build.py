@@ -59,6 +59,23 @@ def load_fed_loss_weight(path: Path, num_classes: int, exponent: float) -> torch
     return torch.tensor(counts, dtype=torch.float32) ** exponent
 
 
+def build_transformer(cfg, **options) -> DeformableTransformer:
+    """The deformable transformer sized by ``model.transformer``; ``options`` are model-specific."""
+    t = cfg.transformer
+    return DeformableTransformer(
+        d_model=t.hidden_dim,
+        nhead=t.nheads,
+        num_encoder_layers=t.enc_layers,
+        num_decoder_layers=t.dec_layers,
+        dim_feedforward=t.dim_feedforward,
+        dropout=t.dropout,
+        num_feature_levels=t.num_feature_levels,
+        num_queries=t.num_queries,
+        look_forward_twice=t.look_forward_twice,
+        **options,
+    )
+
+
 def build_model(recipe: Recipe, *, data_root: Path | str = "datasets") -> nn.Module:
     """Build the (randomly initialised) network of ``recipe``.
 
@@ -77,16 +94,8 @@ def build_model(recipe: Recipe, *, data_root: Path | str = "datasets") -> nn.Mod
         )
     body = build_backbone(cfg.backbone)
     backbone = MaskedBackbone(body, t.in_features)
-    transformer = DeformableTransformer(
-        d_model=t.hidden_dim,
-        nhead=t.nheads,
-        num_encoder_layers=t.enc_layers,
-        num_decoder_layers=t.dec_layers,
-        dim_feedforward=t.dim_feedforward,
-        dropout=t.dropout,
-        num_feature_levels=t.num_feature_levels,
-        num_queries=t.num_queries,
-        look_forward_twice=t.look_forward_twice,
+    transformer = build_transformer(
+        cfg,
         per_prompt_topk=cfg.decola.per_prompt_topk,
         use_pixel_feature_as_query=cfg.decola.use_pixel_feature_as_query,
         self_attention=cfg.decola.decoder_self_attention,

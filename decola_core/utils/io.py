@@ -44,3 +44,16 @@ def atomic_write_text(path: str | Path, text: str, *, protect: tuple[Path, ...] 
     """Write ``text`` to ``path`` atomically (see :func:`atomic_open`)."""
     with atomic_open(path, "w", protect=protect) as handle:
         handle.write(text)
+
+
+def read_json_file(path: str | Path, what: str = "annotation file"):
+    """Parse a JSON file with orjson; missing or invalid files are one-line DecolaErrors."""
+    import orjson
+
+    path = Path(path)
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DecolaError(f"{what} not found: {path}") from None
+    except orjson.JSONDecodeError as err:
+        raise DecolaError(f"{path}: invalid JSON ({err})") from None
