@@ -14,7 +14,7 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from decola_cli.commands import checks, config, zoo
+from decola_cli.commands import checks, config, pseudo, zoo
 from decola_cli.commands.eval import EPILOG as EVAL_EPILOG
 from decola_cli.commands.eval import eval_command
 from decola_cli.commands.train import EPILOG as TRAIN_EPILOG
@@ -47,6 +47,10 @@ app.add_typer(config.app, name="config")
 app.add_typer(zoo.app, name="zoo")
 app.command(name="train", epilog=TRAIN_EPILOG)(train_command)
 app.command(name="eval", epilog=EVAL_EPILOG)(eval_command)
+app.command(name="self-label", epilog=pseudo.SELF_LABEL_EPILOG)(pseudo.self_label_command)
+app.command(name="convert", epilog=pseudo.CONVERT_EPILOG)(pseudo.convert_command)
+app.command(name="merge", epilog=pseudo.MERGE_EPILOG)(pseudo.merge_command)
+app.command(name="dedup", epilog=pseudo.DEDUP_EPILOG)(pseudo.dedup_command)
 app.command(name="checks", epilog=checks.EPILOG)(checks.checks)
 
 

@@ -179,3 +179,59 @@ class TrainSettings(RecipeSettings):
             else recipe.data.num_workers,
             max_bad_images=self.max_bad_images,
         )
+
+
+class SelfLabelSettings(RecipeSettings):
+    """``decola self-label``."""
+
+    weights: str
+    output: Path
+    min_sizes: list[int]
+    label_dataset: str | None = None
+    image_info: Path | None = None
+    images: Path | None = None
+    max_size: int = 667
+    batch_size: int = 1
+    shard_images: int = 2000
+    num_gpus: int = 1
+    max_bad_images: int = 100
+    postprocess: bool = False
+
+    def recipe_name(self) -> str:
+        if self.config is None and self.phase is None and self.baseline is None:
+            return "DECOLA_SELF_LABELING_Lbase_CLIP_R5021k_4x"
+        return super().recipe_name()
+
+    def job(self):
+        from decola_core.data.catalog import DatasetCatalog
+        from decola_core.data.toy import ensure_toy_dataset
+        from decola_core.pseudo.self_label import SelfLabelJob
+        from decola_core.zoo import resolve_weights
+
+        recipe = self.load_recipe()
+        if self.image_info is not None:
+            if self.images is None:
+                raise ConfigError("--image-info needs --images DIR")
+            image_info, image_root = self.image_info, self.images
+        else:
+            name = self.label_dataset or (recipe.data.test[0] if recipe.data.test else None)
+            if name is None:
+                raise ConfigError("give --dataset NAME or --image-info FILE --images DIR")
+            if name.startswith("toy"):
+                ensure_toy_dataset(self.data_root)
+            resolved = DatasetCatalog(self.data_root, recipe.data.datasets).get(name)
+            image_info, image_root = resolved.annotations, resolved.image_root
+        weights = resolve_weights(self.weights, self.cache_dir, offline=self.offline)
+        return SelfLabelJob(
+            recipe=recipe,
+            weights=weights,
+            image_info=image_info,
+            image_root=image_root,
+            output_dir=self.output,
+            min_sizes=list(self.min_sizes),
+            max_size=self.max_size,
+            batch_size=self.batch_size,
+            shard_images=self.shard_images,
+            max_bad_images=self.max_bad_images,
+            data_root=self.data_root,
+        )

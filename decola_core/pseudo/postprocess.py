@@ -1,0 +1,184 @@
+"""convert (predictions -> pseudo-annotations), merge (several sizes -> one) and dedup (NMS on
+corner boxes, class-aware by default) — the offline chain of spec pipeline §5 with its defects
+fixed: every size kept separate, NMS on xyxy boxes, classes respected, inputs never overwritten,
+outputs written atomically."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from decola_core.errors import DecolaError
+from decola_core.evaluation.predictions import Predictions
+from decola_core.pseudo.annotations import BoxColumns, PseudoFile, check_ids
+from decola_core.utils.io import read_json_file
+
+NMS_CHUNK_IMAGES = 10_000  # images per batched NMS call (keeps the coordinate offsets exact)
+
+
+def convert(
+    predictions: str | Path, image_info: str | Path, output: str | Path, *, min_score: float = 0.0
+) -> int:
+    """Predictions (a results JSON, a shard or a folder of shards) + the image info of the
+    labelled set -> an LVIS-format pseudo-annotation file. Returns the number of boxes."""
+    preds = Predictions.load(predictions)
+    info = read_json_file(image_info, "image-info file")
+    if not isinstance(info, dict) or not isinstance(info.get("images"), list):
+        raise DecolaError(f"{image_info}: not an image-info file (no 'images' list)")
+    boxes = BoxColumns(
+        preds.image_id, preds.category_id, preds.bbox, preds.score, np.zeros(len(preds), np.int64)
+    )
+    check_ids(boxes, info["images"], info.get("categories", []), str(predictions))
+    if min_score > 0:
+        boxes = boxes.select(np.nonzero(boxes.score >= min_score)[0])
+    order = np.argsort(boxes.image_id, kind="stable")
+    size = _min_size_of(Path(predictions))
+    meta = {
+        "converted_from": str(predictions),
+        "image_info": str(image_info),
+        "min_score": min_score,
+    }
+    if size is not None:
+        meta["min_size"] = size
+    PseudoFile(info["images"], info.get("categories", []), boxes.select(order), meta).write(
+        output, protect=(Path(predictions), Path(image_info))
+    )
+    return len(boxes)
+
+
+def merge(inputs: list[str | Path], output: str | Path, *, allow_mismatch: bool = False) -> int:
+    """Concatenate pseudo-annotation files (one per size); ids renumbered, inputs recorded."""
+    if len(inputs) < 1:
+        raise DecolaError("merge needs at least one input file")
+    first = None
+    parts, sources = [], []
+    for k, path in enumerate(inputs):
+        current = PseudoFile.load(path, source=k)
+        if first is None:
+            first = current
+        elif not allow_mismatch:
+            _same_set(first, current, inputs[0], path)
+        parts.append(current.boxes.select(np.arange(len(current.boxes))))
+        parts[-1].source = np.full(len(current.boxes), k, np.int64)
+        sources.append(
+            {
+                "path": str(path),
+                "boxes": len(current.boxes),
+                "min_size": current.info.get("min_size", _min_size_of(Path(path))),
+            }
+        )
+    boxes = BoxColumns.concat(parts)
+    images = first.images
+    if allow_mismatch:
+        images = _union_images([PseudoFile.load(p).images for p in inputs[1:]], first.images)
+    order = np.argsort(boxes.image_id, kind="stable")
+    PseudoFile(images, first.categories, boxes.select(order), {"merged_from": sources}).write(
+        output, protect=tuple(Path(p) for p in inputs)
+    )
+    return len(boxes)
+
+
+@dataclass
+class DedupReport:
+    before: int
+    after: int
+    per_source: dict[str, tuple[int, int]]  # label -> (before, after)
+
+
+def dedup(
+    input_path: str | Path,
+    output: str | Path,
+    *,
+    iou_threshold: float = 0.9,
+    class_aware: bool = True,
+) -> DedupReport:
+    """Per-image NMS on xyxy boxes (converted from xywh); writes a new file, never the input."""
+    if Path(output).resolve() == Path(input_path).resolve():
+        raise DecolaError(f"refusing to overwrite the input {input_path}; choose another --output")
+    data = PseudoFile.load(input_path)
+    keep = nms_keep(data.boxes, iou_threshold, class_aware)
+    kept = data.boxes.select(keep)
+    labels = {
+        k: s.get("min_size") or Path(s["path"]).stem
+        for k, s in enumerate(data.info.get("merged_from", []))
+    }
+    per_source = {}
+    for k in np.unique(data.boxes.source):
+        name = f"min size {labels[int(k)]}" if int(k) in labels else f"input {int(k)}"
+        per_source[name] = (int((data.boxes.source == k).sum()), int((kept.source == k).sum()))
+    info = {
+        **data.info,
+        "deduplicated_from": str(input_path),
+        "iou_threshold": iou_threshold,
+        "class_aware": class_aware,
+    }
+    PseudoFile(data.images, data.categories, kept, info).write(output, protect=(Path(input_path),))
+    return DedupReport(len(data.boxes), len(kept), per_source)
+
+
+def nms_keep(boxes: BoxColumns, iou_threshold: float, class_aware: bool = True) -> np.ndarray:
+    """Indices kept by per-image (and per-class) NMS, in the input order.
+
+    Boxes are converted from xywh to corners first (the original fed xywh to NMS). Images are
+    processed in chunks with group ids renumbered per chunk, so torchvision's coordinate-offset
+    trick stays exact (float64).
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    xyxy = boxes.bbox.copy()
+    xyxy[:, 2:] += xyxy[:, :2]
+    _, image_index = np.unique(boxes.image_id, return_inverse=True)
+    keep_all = []
+    order = np.argsort(image_index, kind="stable")
+    chunk_of = image_index[order] // NMS_CHUNK_IMAGES
+    bounds = np.r_[0, np.nonzero(np.diff(chunk_of))[0] + 1, len(order)]
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        idx = order[lo:hi]
+        group = image_index[idx] - image_index[idx].min()
+        if class_aware:
+            _, cls = np.unique(boxes.category_id[idx], return_inverse=True)
+            group = group * (cls.max() + 1) + cls
+        kept = batched_nms(
+            torch.from_numpy(xyxy[idx]),
+            torch.from_numpy(boxes.score[idx]),
+            torch.from_numpy(group.astype(np.int64)),
+            iou_threshold,
+        )
+        keep_all.append(idx[kept.numpy()])
+    return np.sort(np.concatenate(keep_all))
+
+
+def _same_set(a: PseudoFile, b: PseudoFile, path_a, path_b) -> None:
+    ids_a = sorted(img["id"] for img in a.images)
+    ids_b = sorted(img["id"] for img in b.images)
+    if ids_a != ids_b:
+        raise DecolaError(
+            f"{path_b} has a different image set than {path_a} ({len(ids_b):,} vs "
+            f"{len(ids_a):,} images); pass --allow-mismatch to merge anyway"
+        )
+    if sorted(c["id"] for c in a.categories) != sorted(c["id"] for c in b.categories):
+        raise DecolaError(
+            f"{path_b} has different categories than {path_a}; pass --allow-mismatch "
+            "to merge anyway"
+        )
+
+
+def _union_images(others: list[list[dict]], first: list[dict]) -> list[dict]:
+    seen = {img["id"] for img in first}
+    images = list(first)
+    for group in others:
+        for img in group:
+            if img["id"] not in seen:
+                seen.add(img["id"])
+                images.append(img)
+    return images
+
+
+def _min_size_of(path: Path) -> int | None:
+    match = re.search(r"minsize_(\d+)", str(path))
+    return int(match.group(1)) if match else None

@@ -1,0 +1,213 @@
+"""``decola self-label``: a frozen phase-1 model boxes each image-level label, at several test
+sizes in one pass (spec §4.5), into resumable shards.
+
+Images are split into fixed chunks of ``shard_images``; chunk k belongs to rank k mod world and
+becomes one shard per size, ``minsize_<s>/shard_<k>.jsonl``, written atomically once the whole
+chunk is done. A rerun skips chunks whose shards all exist, so the result of an interrupted and
+resumed run is byte-identical to an uninterrupted one. ``manifest.json`` records the weights
+checksum, recipe, sizes, dataset, counts and finished shards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from decola_core.config.schema import Recipe
+from decola_core.data.lvis import LvisDataset, read_image
+from decola_core.engine.distributed import DistContext, barrier
+from decola_core.errors import DecolaError
+from decola_core.modeling.predictor import resize_shortest_edge
+from decola_core.modeling.pseudo_labels import select_pseudo_boxes
+from decola_core.structures.boxes import box_cxcywh_to_xyxy
+from decola_core.utils.io import atomic_open, atomic_write_text
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class SelfLabelJob:
+    recipe: Recipe
+    weights: Path
+    image_info: Path
+    image_root: Path
+    output_dir: Path
+    min_sizes: list[int]
+    max_size: int = 667
+    batch_size: int = 1
+    shard_images: int = 2000
+    max_bad_images: int = 100
+    data_root: Path = Path("datasets")
+
+
+def shard_name(chunk: int) -> str:
+    return f"shard_{chunk:05d}.jsonl"
+
+
+def run_self_label(
+    job: SelfLabelJob,
+    context: DistContext,
+    on_images: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> dict:
+    """Label the dataset; returns the manifest (on every rank)."""
+    from decola_core.modeling import build_model, load_weights
+    from decola_core.zoo import sha256_file
+
+    if not job.min_sizes:
+        raise DecolaError("give at least one --min-sizes value")
+    dataset = LvisDataset(job.image_info, job.image_root)
+    settings = {
+        "weights": str(job.weights),
+        "weights_sha256": sha256_file(job.weights),
+        "recipe": job.recipe.name,
+        "image_info": str(job.image_info),
+        "images": len(dataset),
+        "min_sizes": list(job.min_sizes),
+        "max_size": job.max_size,
+        "batch_size": job.batch_size,
+        "shard_images": job.shard_images,
+        "pick": job.recipe.model.decola.pseudo_box_choice,
+    }
+    manifest_path = job.output_dir / MANIFEST
+    if context.is_main:
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        if manifest_path.is_file():
+            previous = json.loads(manifest_path.read_text())
+            changed = [k for k, v in settings.items() if previous.get("settings", {}).get(k) != v]
+            if changed:
+                raise DecolaError(
+                    f"{job.output_dir} holds a labelling run with other settings "
+                    f"({', '.join(changed)}); use another --output"
+                )
+        else:
+            atomic_write_text(manifest_path, json.dumps({"settings": settings}, indent=2) + "\n")
+        for size in job.min_sizes:
+            (job.output_dir / f"minsize_{size}").mkdir(exist_ok=True)
+    barrier()
+    model = build_model(job.recipe, data_root=job.data_root)
+    load_weights(model, job.weights)
+    model.to(context.device).eval()
+    chunks = range(context.rank, -(-len(dataset) // job.shard_images), context.world_size)
+    todo = [
+        k
+        for k in chunks
+        if not all(
+            (job.output_dir / f"minsize_{s}" / shard_name(k)).is_file() for s in job.min_sizes
+        )
+    ]
+    if on_start is not None:
+        on_start(sum(min(job.shard_images, len(dataset) - k * job.shard_images) for k in todo))
+    bad = 0
+    for chunk in todo:
+        indices = range(chunk * job.shard_images, min((chunk + 1) * job.shard_images, len(dataset)))
+        bad += _label_chunk(model, dataset, indices, chunk, job, context, on_images)
+        if bad > job.max_bad_images:
+            raise DecolaError(f"{bad} unreadable images; allow more with --max-bad-images")
+    barrier()
+    manifest = _finish_manifest(job, settings, dataset) if context.is_main else {}
+    barrier()
+    return manifest if context.is_main else json.loads(manifest_path.read_text())
+
+
+@torch.no_grad()
+def _label_chunk(
+    model,
+    dataset: LvisDataset,
+    indices: range,
+    chunk: int,
+    job: SelfLabelJob,
+    context: DistContext,
+    on_images,
+) -> int:
+    import orjson
+
+    lines: dict[int, list[bytes]] = {s: [] for s in job.min_sizes}
+    bad = 0
+    batch: list[tuple] = []
+
+    def flush() -> None:
+        for size in job.min_sizes:
+            images = [
+                resize_shortest_edge(img, size, job.max_size).to(context.device)
+                for _, img, _ in batch
+            ]
+            labels = [torch.as_tensor(lab, device=context.device) for _, _, lab in batch]
+            out = model(images, torch.unique(torch.cat(labels)))
+            picks = select_pseudo_boxes(
+                out,
+                labels,
+                choice=job.recipe.model.decola.pseudo_box_choice,
+                min_area=job.recipe.model.decola.pseudo_min_area,
+            )
+            for (record, _, _), pick in zip(batch, picks, strict=True):
+                scale = torch.tensor([record.width, record.height] * 2, dtype=torch.float64)
+                xyxy = box_cxcywh_to_xyxy(pick.boxes.double().cpu()) * scale
+                for label, box, score in zip(
+                    pick.labels.tolist(), xyxy.tolist(), pick.scores.tolist(), strict=True
+                ):
+                    lines[size].append(
+                        orjson.dumps(
+                            {
+                                "image_id": record.image_id,
+                                "category_id": int(dataset.category_ids[label]),
+                                "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                "score": score,
+                            }
+                        )
+                    )
+        if on_images is not None:
+            on_images(len(batch))
+        batch.clear()
+
+    for index in indices:
+        record = dataset.record(index)
+        if record.image_labels.size == 0:
+            if on_images is not None:
+                on_images(1)
+            continue
+        try:
+            image = read_image(record.path)  # decoded once for every size
+        except (OSError, ValueError) as err:
+            log.warning("skipping unreadable image %s (%s)", record.path, err)
+            bad += 1
+            continue
+        batch.append((record, image, np.unique(record.image_labels)))
+        if len(batch) == job.batch_size:
+            flush()
+    if batch:
+        flush()
+    for size in job.min_sizes:
+        with atomic_open(job.output_dir / f"minsize_{size}" / shard_name(chunk), "wb") as handle:
+            handle.write(b"".join(line + b"\n" for line in lines[size]))
+    return bad
+
+
+def _finish_manifest(job: SelfLabelJob, settings: dict, dataset: LvisDataset) -> dict:
+    finished, counts = {}, {}
+    for size in job.min_sizes:
+        shards = sorted(p.name for p in (job.output_dir / f"minsize_{size}").glob("shard_*.jsonl"))
+        finished[str(size)] = shards
+        counts[str(size)] = sum(
+            _count_lines(job.output_dir / f"minsize_{size}" / s) for s in shards
+        )
+    manifest = {
+        "settings": settings,
+        "finished_shards": finished,
+        "boxes": counts,
+        "images": len(dataset),
+    }
+    atomic_write_text(job.output_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
