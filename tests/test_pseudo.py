@@ -238,3 +238,27 @@ def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_pha
         timeout=600,
     )
     assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_vectorised_nms_equals_torchvision_per_group() -> None:
+    import torch
+    from torchvision.ops import nms
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    image = rng.integers(0, 400, n)
+    cat = rng.integers(0, 3, n)
+    xy = rng.uniform(0, 50, (n, 2))
+    wh = rng.uniform(5, 30, (n, 2))
+    boxes = BoxColumns(
+        image, cat, np.concatenate([xy, wh], 1), rng.random(n), np.zeros(n, np.int64)
+    )
+    for threshold in (0.3, 0.9):
+        expected = []
+        for key in set(zip(image.tolist(), cat.tolist(), strict=True)):
+            idx = np.nonzero((image == key[0]) & (cat == key[1]))[0]
+            xyxy = boxes.bbox[idx].copy()
+            xyxy[:, 2:] += xyxy[:, :2]
+            kept = nms(torch.from_numpy(xyxy), torch.from_numpy(boxes.score[idx]), threshold)
+            expected += idx[kept.numpy()].tolist()
+        assert nms_keep(boxes, threshold).tolist() == sorted(expected)

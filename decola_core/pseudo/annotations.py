@@ -100,23 +100,33 @@ class PseudoFile:
             out.write(b"]}\n")
 
 
-def _annotation_chunks(boxes: BoxColumns, size: int = 100_000) -> Iterator[bytes]:
+def _annotation_chunks(boxes: BoxColumns, size: int = 200_000) -> Iterator[bytes]:
     import orjson
 
     area = boxes.bbox[:, 2] * boxes.bbox[:, 3]
     for start in range(0, len(boxes), size):
         stop = min(start + size, len(boxes))
+        columns = zip(
+            range(start + 1, stop + 1),
+            boxes.image_id[start:stop].tolist(),
+            boxes.category_id[start:stop].tolist(),
+            boxes.bbox[start:stop].tolist(),
+            area[start:stop].tolist(),
+            boxes.score[start:stop].tolist(),
+            boxes.source[start:stop].tolist(),
+            strict=True,
+        )
         records = [
             {
-                "id": k + 1,
-                "image_id": int(boxes.image_id[k]),
-                "category_id": int(boxes.category_id[k]),
-                "bbox": boxes.bbox[k].tolist(),
-                "area": float(area[k]),
-                "score": float(boxes.score[k]),
-                "source": int(boxes.source[k]),
+                "id": i,
+                "image_id": img,
+                "category_id": cat,
+                "bbox": box,
+                "area": a,
+                "score": sc,
+                "source": src,
             }
-            for k in range(start, stop)
+            for i, img, cat, box, a, sc, src in columns
         ]
         yield orjson.dumps(records)[1:-1]
 

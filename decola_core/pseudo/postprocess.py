@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from decola_core.errors import DecolaError
 from decola_core.evaluation.predictions import Predictions
 from decola_core.pseudo.annotations import BoxColumns, PseudoFile, check_ids
 from decola_core.utils.io import read_json_file
 
-NMS_CHUNK_IMAGES = 10_000  # images per batched NMS call (keeps the coordinate offsets exact)
+SMALL_GROUP = 8  # groups up to this size are suppressed vectorised
 
 
 def convert(
@@ -124,33 +124,53 @@ def dedup(
 def nms_keep(boxes: BoxColumns, iou_threshold: float, class_aware: bool = True) -> np.ndarray:
     """Indices kept by per-image (and per-class) NMS, in the input order.
 
-    Boxes are converted from xywh to corners first (the original fed xywh to NMS). Images are
-    processed in chunks with group ids renumbered per chunk, so torchvision's coordinate-offset
-    trick stays exact (float64).
+    Boxes are converted from xywh to corners first (the original fed xywh to NMS). Groups are
+    tiny (one box per label and size), so groups of up to ``SMALL_GROUP`` boxes are suppressed
+    all at once with padded pairwise IoUs; larger groups go through torchvision's NMS.
     """
-    if len(boxes) == 0:
+    n = len(boxes)
+    if n == 0:
         return np.zeros(0, np.int64)
     xyxy = boxes.bbox.copy()
     xyxy[:, 2:] += xyxy[:, :2]
-    _, image_index = np.unique(boxes.image_id, return_inverse=True)
-    keep_all = []
-    order = np.argsort(image_index, kind="stable")
-    chunk_of = image_index[order] // NMS_CHUNK_IMAGES
-    bounds = np.r_[0, np.nonzero(np.diff(chunk_of))[0] + 1, len(order)]
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        idx = order[lo:hi]
-        group = image_index[idx] - image_index[idx].min()
-        if class_aware:
-            _, cls = np.unique(boxes.category_id[idx], return_inverse=True)
-            group = group * (cls.max() + 1) + cls
-        kept = batched_nms(
-            torch.from_numpy(xyxy[idx]),
-            torch.from_numpy(boxes.score[idx]),
-            torch.from_numpy(group.astype(np.int64)),
-            iou_threshold,
+    _, group = np.unique(boxes.image_id, return_inverse=True)
+    if class_aware:
+        _, cls = np.unique(boxes.category_id, return_inverse=True)
+        group = group.astype(np.int64) * (cls.max() + 1) + cls
+    order = np.lexsort((np.arange(n), -boxes.score, group))  # by group, score descending
+    sorted_group = group[order]
+    starts = np.r_[0, np.nonzero(np.diff(sorted_group))[0] + 1]
+    sizes = np.diff(np.r_[starts, n])
+    keep = np.zeros(n, bool)
+    small = sizes <= SMALL_GROUP
+    keep[order[starts[sizes == 1]]] = True
+    for g in range(2, SMALL_GROUP + 1):
+        chosen = starts[small & (sizes == g)]
+        if chosen.size:
+            members = order[chosen[:, None] + np.arange(g)]  # (groups, g), best score first
+            keep[members[_greedy_small(xyxy[members], iou_threshold)]] = True
+    for start, size in zip(starts[~small], sizes[~small], strict=True):
+        members = order[start : start + size]
+        kept = nms(
+            torch.from_numpy(xyxy[members]), torch.from_numpy(boxes.score[members]), iou_threshold
         )
-        keep_all.append(idx[kept.numpy()])
-    return np.sort(np.concatenate(keep_all))
+        keep[members[kept.numpy()]] = True
+    return np.nonzero(keep)[0]
+
+
+def _greedy_small(b: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS for many groups of g score-sorted boxes at once: (groups, g, 4) -> kept mask."""
+    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    lt = np.maximum(b[:, :, None, :2], b[:, None, :, :2])
+    rb = np.minimum(b[:, :, None, 2:], b[:, None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    iou = inter / (area[:, :, None] + area[:, None, :] - inter)
+    kept = np.ones(b.shape[:2], bool)
+    for i in range(1, b.shape[1]):
+        suppressed = (kept[:, :i] & (iou[:, :i, i] > threshold)).any(1)
+        kept[:, i] = ~suppressed
+    return kept
 
 
 def _same_set(a: PseudoFile, b: PseudoFile, path_a, path_b) -> None:
