@@ -262,3 +262,40 @@ def test_vectorised_nms_equals_torchvision_per_group() -> None:
             kept = nms(torch.from_numpy(xyxy), torch.from_numpy(boxes.score[idx]), threshold)
             expected += idx[kept.numpy()].tolist()
         assert nms_keep(boxes, threshold).tolist() == sorted(expected)
+
+
+def test_phase2_offline_trains_on_the_deduplicated_file(tmp_path: Path, toy_phase1) -> None:
+    data_root, weights = toy_phase1
+    labelled = subprocess.run(
+        self_label_args(data_root, weights, tmp_path / "pseudo"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert labelled.returncode == 0, labelled.stderr
+    trained = subprocess.run(
+        decola(
+            "train",
+            "--phase",
+            "2",
+            "--dataset",
+            "toy",
+            "--labels",
+            "offline",
+            "--pseudo-labels",
+            str(tmp_path / "pseudo" / "pseudo_labels.json"),
+            "--weights",
+            str(weights),
+            "--data-root",
+            str(data_root),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--max-iter",
+            "2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "pseudo_labels: 64 images (box" in trained.stderr
