@@ -140,11 +140,36 @@ def test_outputs_are_atomic_and_inputs_protected(tmp_path: Path, monkeypatch) ->
     with pytest.raises(OSError, match="disk full"):
         dedup(out, tmp_path / "d.json")
     assert not (tmp_path / "d.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["info.json", "p.json", "preds.json"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["info.json", "p.json", "p.json.decola.npz", "preds.json"]
     monkeypatch.undo()
     with pytest.raises(DecolaError, match="refusing to overwrite the input"):
         dedup(out, out)
     assert out.read_bytes() == before
+
+
+def test_sidecar_is_used_only_while_the_json_is_unchanged(tmp_path: Path) -> None:
+    from decola_core.pseudo.annotations import PseudoFile
+
+    preds = tmp_path / "preds.json"
+    preds.write_text(
+        json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9], "score": 0.5}])
+    )
+    out = tmp_path / "p.json"
+    convert(preds, image_info(tmp_path), out)
+    sidecar = tmp_path / "p.json.decola.npz"
+    assert sidecar.is_file()
+    from_sidecar = PseudoFile.load(out)
+    sidecar.unlink()
+    from_json = PseudoFile.load(out)
+    assert np.array_equal(from_sidecar.boxes.bbox, from_json.boxes.bbox)
+    assert from_sidecar.images == from_json.images and from_sidecar.info == from_json.info
+
+    convert(preds, image_info(tmp_path), out)  # fresh sidecar, then edit the JSON by hand
+    edited = json.loads(out.read_text())
+    edited["annotations"][0]["score"] = 0.25
+    out.write_text(json.dumps(edited))
+    assert PseudoFile.load(out).boxes.score.tolist() == [0.25]  # stale sidecar ignored
 
 
 def decola(*args: str) -> list[str]:

@@ -69,35 +69,124 @@ class BoxColumns:
 
 @dataclass
 class PseudoFile:
-    """An LVIS-format file: its images and categories (as parsed) and its boxes (as columns)."""
+    """An LVIS-format file: its boxes as columns; images and categories kept as JSON text
+    (parsed only when needed) with the image ids as an array."""
 
-    images: list[dict[str, Any]]
-    categories: list[dict[str, Any]]
     boxes: BoxColumns
+    images_json: bytes
+    categories_json: bytes
+    image_ids: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
+    def from_parsed(
+        cls,
+        images: list[dict],
+        categories: list[dict],
+        boxes: BoxColumns,
+        info: dict[str, Any] | None = None,
+    ) -> PseudoFile:
+        import orjson
+
+        ids = np.fromiter((img["id"] for img in images), np.int64, len(images))
+        return cls(boxes, orjson.dumps(images), orjson.dumps(categories), ids, info or {})
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        import orjson
+
+        return orjson.loads(self.images_json)
+
+    @property
+    def categories(self) -> list[dict[str, Any]]:
+        import orjson
+
+        return orjson.loads(self.categories_json)
+
+    def with_boxes(self, boxes: BoxColumns, info: dict[str, Any]) -> PseudoFile:
+        return PseudoFile(boxes, self.images_json, self.categories_json, self.image_ids, info)
+
+    @classmethod
     def load(cls, path: str | Path, source: int = 0) -> PseudoFile:
+        """Read a file; files this module wrote are read from their columnar sidecar."""
+        path = Path(path)
+        cached = _read_sidecar(path)
+        if cached is not None:
+            return cached
         data = read_json_file(path, "pseudo-annotation file")
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DecolaError(f"{path}: not an LVIS-format file (no 'images' list)")
-        annotations = data.get("annotations", [])
+        annotations = data.pop("annotations", [])
         boxes = BoxColumns.from_records(annotations, source, str(path))
-        del annotations, data["annotations"]  # free the per-box dicts right away
-        return cls(data["images"], data.get("categories", []), boxes, data.get("info", {}))
+        del annotations  # free the per-box dicts right away
+        return cls.from_parsed(
+            data["images"], data.get("categories", []), boxes, data.get("info", {})
+        )
 
     def write(self, path: str | Path, *, protect: tuple[Path, ...] = ()) -> None:
-        """Stream the file out atomically; ids are 1..n in the current order."""
+        """Stream the file out atomically (ids 1..n in the current order), then its sidecar."""
         import orjson
 
+        path = Path(path)
         with atomic_open(path, "wb", protect=protect) as out:
             out.write(b'{"info":' + orjson.dumps(self.info))
-            out.write(b',"categories":' + orjson.dumps(self.categories))
-            out.write(b',"images":' + orjson.dumps(self.images))
+            out.write(b',"categories":' + self.categories_json)
+            out.write(b',"images":' + self.images_json)
             out.write(b',"annotations":[')
             for i, chunk in enumerate(_annotation_chunks(self.boxes)):
                 out.write((b"," if i else b"") + chunk)
             out.write(b"]}\n")
+        _write_sidecar(path, self)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".decola.npz")
+
+
+def _write_sidecar(path: Path, data: PseudoFile) -> None:
+    """Columns and JSON parts beside ``path``, stamped with its size and mtime, so the next step
+    of the chain does not parse the JSON again (a stale or missing sidecar is ignored)."""
+    import orjson
+
+    stat = path.stat()
+    b = data.boxes
+    with atomic_open(_sidecar(path), "wb") as handle:
+        np.savez(
+            handle,
+            image_id=b.image_id,
+            category_id=b.category_id,
+            bbox=b.bbox,
+            score=b.score,
+            source=b.source,
+            image_ids=data.image_ids,
+            images_json=np.frombuffer(data.images_json, np.uint8),
+            categories_json=np.frombuffer(data.categories_json, np.uint8),
+            info_json=np.frombuffer(orjson.dumps(data.info), np.uint8),
+            stamp=np.array([stat.st_size, stat.st_mtime_ns], np.int64),
+        )
+
+
+def _read_sidecar(path: Path) -> PseudoFile | None:
+    import orjson
+
+    sidecar = _sidecar(path)
+    if not sidecar.is_file() or not path.is_file():
+        return None
+    try:
+        with np.load(sidecar) as z:
+            stat = path.stat()
+            if z["stamp"].tolist() != [stat.st_size, stat.st_mtime_ns]:
+                return None
+            boxes = BoxColumns(z["image_id"], z["category_id"], z["bbox"], z["score"], z["source"])
+            return PseudoFile(
+                boxes,
+                z["images_json"].tobytes(),
+                z["categories_json"].tobytes(),
+                z["image_ids"],
+                orjson.loads(z["info_json"].tobytes()),
+            )
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _annotation_chunks(boxes: BoxColumns, size: int = 200_000) -> Iterator[bytes]:

@@ -45,9 +45,9 @@ def convert(
     }
     if size is not None:
         meta["min_size"] = size
-    PseudoFile(info["images"], info.get("categories", []), boxes.select(order), meta).write(
-        output, protect=(Path(predictions), Path(image_info))
-    )
+    PseudoFile.from_parsed(
+        info["images"], info.get("categories", []), boxes.select(order), meta
+    ).write(output, protect=(Path(predictions), Path(image_info)))
     return len(boxes)
 
 
@@ -73,13 +73,12 @@ def merge(inputs: list[str | Path], output: str | Path, *, allow_mismatch: bool 
             }
         )
     boxes = BoxColumns.concat(parts)
-    images = first.images
+    order = np.argsort(boxes.image_id, kind="stable")
+    merged = first.with_boxes(boxes.select(order), {"merged_from": sources})
     if allow_mismatch:
         images = _union_images([PseudoFile.load(p).images for p in inputs[1:]], first.images)
-    order = np.argsort(boxes.image_id, kind="stable")
-    PseudoFile(images, first.categories, boxes.select(order), {"merged_from": sources}).write(
-        output, protect=tuple(Path(p) for p in inputs)
-    )
+        merged = PseudoFile.from_parsed(images, first.categories, merged.boxes, merged.info)
+    merged.write(output, protect=tuple(Path(p) for p in inputs))
     return len(boxes)
 
 
@@ -117,7 +116,7 @@ def dedup(
         "iou_threshold": iou_threshold,
         "class_aware": class_aware,
     }
-    PseudoFile(data.images, data.categories, kept, info).write(output, protect=(Path(input_path),))
+    data.with_boxes(kept, info).write(output, protect=(Path(input_path),))
     return DedupReport(len(data.boxes), len(kept), per_source)
 
 
@@ -174,14 +173,15 @@ def _greedy_small(b: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def _same_set(a: PseudoFile, b: PseudoFile, path_a, path_b) -> None:
-    ids_a = sorted(img["id"] for img in a.images)
-    ids_b = sorted(img["id"] for img in b.images)
-    if ids_a != ids_b:
+    ids_a, ids_b = np.sort(a.image_ids), np.sort(b.image_ids)
+    if not np.array_equal(ids_a, ids_b):
         raise DecolaError(
             f"{path_b} has a different image set than {path_a} ({len(ids_b):,} vs "
             f"{len(ids_a):,} images); pass --allow-mismatch to merge anyway"
         )
-    if sorted(c["id"] for c in a.categories) != sorted(c["id"] for c in b.categories):
+    if a.categories_json != b.categories_json and sorted(c["id"] for c in a.categories) != sorted(
+        c["id"] for c in b.categories
+    ):
         raise DecolaError(
             f"{path_b} has different categories than {path_a}; pass --allow-mismatch "
             "to merge anyway"
