@@ -17,6 +17,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from decola_cli.commands import checks, config, pseudo, zoo
 from decola_cli.commands.eval import EPILOG as EVAL_EPILOG
 from decola_cli.commands.eval import eval_command
+from decola_cli.commands.predict import EPILOG as PREDICT_EPILOG
+from decola_cli.commands.predict import predict_command
 from decola_cli.commands.train import EPILOG as TRAIN_EPILOG
 from decola_cli.commands.train import train_command
 from decola_cli.console import fail_line, out
@@ -29,6 +31,7 @@ EPILOG = """[bold]Examples[/]
   decola config show DECOLA_PHASE2_LbaseI_CLIP_R5021k_4x_ft4x --set solver.base_lr=1e-4
   decola config import original/DECOLA_PHASE1_L_CLIP_R5021k_4x.yaml --output my_recipe.yaml
   decola zoo download decola-phase1-lbase-r50
+  decola predict photo.jpg --weights decola-phase1-lbase-r50 --classes "cola,fork"
   decola eval --predictions results.json --annotations datasets/lvis/lvis_v1_val.json
   decola checks
 """
@@ -47,6 +50,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(zoo.app, name="zoo")
 app.command(name="train", epilog=TRAIN_EPILOG)(train_command)
 app.command(name="eval", epilog=EVAL_EPILOG)(eval_command)
+app.command(name="predict", epilog=PREDICT_EPILOG)(predict_command)
 app.command(name="self-label", epilog=pseudo.SELF_LABEL_EPILOG)(pseudo.self_label_command)
 app.command(name="convert", epilog=pseudo.CONVERT_EPILOG)(pseudo.convert_command)
 app.command(name="merge", epilog=pseudo.MERGE_EPILOG)(pseudo.merge_command)

@@ -28,7 +28,7 @@ DatasetOption = Annotated[
     str | None,
     typer.Option(
         "--dataset",
-        help="lvis | lvis-base | toy  [default: lvis-base]",
+        help="lvis | lvis-base | toy  (default: lvis-base)",
         rich_help_panel=RECIPE_PANEL,
     ),
 ]
@@ -36,7 +36,7 @@ BackboneOption = Annotated[
     str | None,
     typer.Option(
         "--backbone",
-        help="r50-21k | r50-1k | swin-b | swin-l  [default: r50-21k]",
+        help="r50-21k | r50-1k | swin-b | swin-l  (default: r50-21k)",
         rich_help_panel=RECIPE_PANEL,
     ),
 ]
@@ -52,7 +52,7 @@ LabelsOption = Annotated[
     str | None,
     typer.Option(
         "--labels",
-        help="Phase 2 pseudo labels: online | offline  [default: online]",
+        help="Phase 2 pseudo labels: online | offline  (default: online)",
         rich_help_panel=RECIPE_PANEL,
     ),
 ]

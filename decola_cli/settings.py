@@ -235,3 +235,24 @@ class SelfLabelSettings(RecipeSettings):
             max_bad_images=self.max_bad_images,
             data_root=self.data_root,
         )
+
+
+class PredictSettings(RecipeSettings):
+    """``decola predict``: detect in image files and draw the results."""
+
+    inputs: list[Path]
+    weights: str
+    output: Path = Path("predictions")
+    classes: list[str] | None = None
+    conditioned: bool | None = None
+    threshold: float = Field(0.3, ge=0.0, le=1.0)
+    max_dets: int = Field(100, gt=0)
+    device: str = "cpu"
+
+    def resolve_recipe(self, weights: Path) -> Recipe:
+        """The recipe from ``--config``/shorthands, else the one the weights come with."""
+        if any(v is not None for v in (self.config, self.phase, self.dataset, self.baseline)):
+            return self.load_recipe()
+        from decola_core.engine.predict import recipe_for_weights
+
+        return recipe_for_weights(self.weights, weights, self.overrides)

@@ -11,4 +11,12 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["Detector", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "Detector":  # imported on first use: it pulls in torch
+        from decola_core.api import Detector
+
+        return Detector
+    raise AttributeError(f"module 'decola_core' has no attribute {name!r}")

@@ -317,6 +317,31 @@ def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
         "AP50"
     ] == pytest.approx(ap50)
 
+    # the trained model, loaded by path alone (the checkpoint records its recipe), finds the
+    # objects of validation images when prompted with their classes (a random model: 0 of 22)
+    from decola_core import Detector
+    from decola_core.structures.boxes import box_iou
+
+    data = tmp_path / "data"
+    detector = Detector.from_pretrained(tmp_path / "run" / "model_final.pth", data_root=data)
+    val = json.loads((data / "toy" / "annotations" / "toy_val.json").read_text())
+    hits = total = 0
+    for image in val["images"][:10]:
+        objects = [a for a in val["annotations"] if a["image_id"] == image["id"]]
+        names = sorted({detector.class_names[a["category_id"] - 1] for a in objects})
+        found = detector.detect(
+            data / "toy" / "images" / image["file_name"], classes=names, threshold=0.0
+        )
+        for a in objects:
+            x, y, w, h = a["bbox"]
+            name = detector.class_names[a["category_id"] - 1]
+            same = [i for i, n in enumerate(found.names) if n == name][:3]  # its 3 best
+            total += 1
+            if same:
+                iou = box_iou(torch.tensor([[x, y, x + w, y + h]]), found.boxes[same])[0]
+                hits += int(iou.max() > 0.5)
+    assert hits >= 0.5 * total, (hits, total)
+
 
 def test_lvis_reader_views_and_pseudo_scores(tmp_path: Path) -> None:
     from decola_core.data.catalog import DatasetCatalog

@@ -37,7 +37,7 @@ def eval_command(
         str | None,
         typer.Option(
             "--dataset",
-            help="Catalog set to evaluate on (e.g. lvis_v1_val) [default: the recipe's test set]; "
+            help="Catalog set to evaluate on (e.g. lvis_v1_val) (default: the recipe's test set); "
             "lvis | lvis-base | toy select the recipe instead.",
         ),
     ] = None,
@@ -54,7 +54,7 @@ def eval_command(
         bool | None,
         typer.Option(
             "--conditioned/--no-conditioned",
-            help="Prompt each image with its GT classes (c-mAP) [default: the recipe's].",
+            help="Prompt each image with its GT classes (c-mAP) (default: the recipe's).",
         ),
     ] = None,
     k: Annotated[
@@ -62,7 +62,7 @@ def eval_command(
         typer.Option("--k", help="c-mAP budgets: detections per image, e.g. --k 10 20 50 100 300."),
     ] = None,
     max_dets: Annotated[
-        int | None, typer.Option(help="Detections per image [default: recipe's, 300].")
+        int | None, typer.Option(help="Detections per image (default: recipe's, 300).")
     ] = None,
     per_class_cap: Annotated[
         int, typer.Option(help="Detections per (image, class); -1 = none.")
@@ -79,7 +79,7 @@ def eval_command(
     ] = 1,
     output_dir: Annotated[
         Path | None,
-        typer.Option(help="Where predictions and metrics go [default: <recipe output>/eval]."),
+        typer.Option(help="Where predictions and metrics go (default: <recipe output>/eval)."),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="metrics.json path (scoring mode).")

@@ -110,7 +110,7 @@ def self_label_command(
     overrides: options.SetOption = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="Image-labelled catalog set [default: the recipe's test set]."),
+        typer.Option(help="Image-labelled catalog set (default: the recipe's test set)."),
     ] = None,
     image_info: Annotated[
         Path | None, typer.Option(help="Image-info JSON (instead of --dataset).")

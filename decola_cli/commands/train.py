@@ -45,7 +45,7 @@ def train_command(
             help="Phase 2 offline: pseudo-annotation file (path) or catalog dataset name."
         ),
     ] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="[default: output/<recipe>]")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="(default: output/<recipe>)")] = None,
     max_iter: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many iterations.")
     ] = None,

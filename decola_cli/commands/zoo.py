@@ -20,7 +20,7 @@ app = typer.Typer(
 
 DirOption = Annotated[
     Path | None,
-    typer.Option("--dir", help="Store folder [default: <cache dir>/zoo]."),
+    typer.Option("--dir", help="Store folder (default: <cache dir>/zoo)."),
 ]
 OfflineOption = Annotated[
     bool | None,
@@ -168,7 +168,7 @@ def download_command(
 )
 def verify_command(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Artefact names [default: every cached one].")
+        list[str] | None, typer.Argument(help="Artefact names (default: every cached one).")
     ] = None,
     directory: DirOption = None,
     cache_dir: options.CacheDirOption = None,

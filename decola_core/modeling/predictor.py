@@ -42,7 +42,10 @@ def as_uint8_chw(image) -> torch.Tensor:
         array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
         if array.ndim != 3 or array.shape[2] != 3:
             raise ValueError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # PIL's buffers are read-only
+            array = array.copy()
+        tensor = torch.from_numpy(array).permute(2, 0, 1)
     if tensor.dim() != 3 or tensor.shape[0] != 3 or tensor.dtype != torch.uint8:
         raise ValueError(
             f"expected a uint8 tensor of shape (3, H, W), got {tuple(tensor.shape)} {tensor.dtype}"
@@ -87,7 +90,7 @@ class Predictor:
         device: str | torch.device = "cpu",
     ) -> Predictor:
         """Build the recipe's model, load ``weights`` (a path or zoo name) and wrap it."""
-        from decola_core.modeling.build import build_model
+        from decola_core.modeling.build import build_model, class_names
         from decola_core.modeling.checkpoint import load_weights
         from decola_core.zoo import resolve_weights
 
@@ -99,6 +102,7 @@ class Predictor:
             max_size=recipe.test.max_size,
             max_detections=recipe.test.detections_per_image,
             score_threshold=recipe.test.score_threshold,
+            class_names=class_names(recipe, data_root),
         )
 
     def class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,7 @@ def draw_boxes(
         if text:
             left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
             tag_top = max(0, y0 - (bottom - top) - 2)
+            x0 = max(0, min(x0, canvas.width - (right - left) - 4))  # keep the tag inside
             draw.rectangle(
                 [x0, tag_top, x0 + (right - left) + 4, tag_top + (bottom - top) + 2], fill=colour
             )

@@ -1,0 +1,117 @@
+"""The Python entry point for users who do not want the CLI: load a model, detect, draw."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from decola_core.modeling.postprocess import Detections
+from decola_core.modeling.predictor import Predictor
+
+
+@dataclass
+class NamedDetections:
+    """Detections of one image with their class names: boxes xyxy in pixels, scores, labels."""
+
+    boxes: torch.Tensor  # (n, 4)
+    scores: torch.Tensor  # (n,)
+    labels: torch.Tensor  # (n,) 0-based class ids
+    names: list[str]  # (n,) class names
+    image_size: tuple[int, int]  # (height, width)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class Detector:
+    """A DECOLA (or baseline) detector with its vocabulary.
+
+    >>> detector = Detector.from_pretrained("decola-phase1-lbase-r50")
+    >>> found = detector.detect("photo.jpg", classes=["cola", "fork"])
+    >>> detector.draw("photo.jpg", found).save("photo_boxes.png")
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        config: str | Path | None = None,
+        overrides: Sequence[str] = (),
+        data_root: str | Path = "datasets",
+        cache_dir: str | Path = "~/.cache/decola",
+        offline: bool = False,
+        device: str = "cpu",
+    ) -> Detector:
+        """Load a zoo model by name or a weights file; ``config`` names the recipe when the
+        weights do not come with one (zoo entries and ``decola train`` checkpoints do)."""
+        from decola_core.config.loader import load_recipe
+        from decola_core.engine.predict import recipe_for_weights
+        from decola_core.zoo import resolve_weights
+
+        weights = resolve_weights(str(name_or_path), Path(cache_dir).expanduser(), offline=offline)
+        if config is not None:
+            recipe = load_recipe(config, overrides)
+        else:
+            recipe = recipe_for_weights(str(name_or_path), weights, overrides)
+        predictor = Predictor.from_recipe(
+            recipe, weights, data_root=data_root, cache_dir=cache_dir, device=device
+        )
+        return cls(predictor)
+
+    @property
+    def class_names(self) -> list[str]:
+        """The model's vocabulary, in class-id order."""
+        return list(self.predictor.class_names or [])
+
+    def detect(
+        self,
+        image,
+        classes: Sequence[str | int] | None = None,
+        *,
+        conditioned: bool = True,
+        threshold: float = 0.3,
+        max_detections: int = 100,
+    ) -> NamedDetections:
+        """Detect in an image (path, PIL image, HxWx3 array or 3xHxW uint8 tensor).
+
+        With ``classes`` the model is prompted with them (class mode) unless ``conditioned`` is
+        False, which detects in object mode and keeps those classes only.
+        """
+        from decola_core.engine.predict import filter_detections
+
+        tensor = _as_tensor(image)
+        wanted = None if classes is None else self.predictor.class_ids(classes)
+        prompts = wanted if wanted is not None and conditioned else None
+        raw = self.predictor([tensor], prompts)[0]
+        kept = filter_detections(raw, threshold, max_detections, wanted)
+        names = self.class_names
+        return NamedDetections(
+            kept.boxes,
+            kept.scores,
+            kept.labels,
+            [names[i] for i in kept.labels.tolist()],
+            kept.image_size,
+        )
+
+    def draw(self, image, detections: NamedDetections | Detections):
+        """A PIL image with the detections' boxes, names and scores drawn on ``image``."""
+        from decola_core.engine.predict import draw_detections
+
+        return draw_detections(_as_tensor(image), detections, self.class_names)
+
+
+def _as_tensor(image) -> torch.Tensor:
+    from decola_core.modeling.predictor import as_uint8_chw
+
+    if isinstance(image, (str, Path)):
+        from decola_core.data.lvis import read_image
+
+        return read_image(Path(image))
+    return as_uint8_chw(image)
