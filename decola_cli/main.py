@@ -14,7 +14,7 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from decola_cli.commands import checks, config, pseudo, zoo
+from decola_cli.commands import checks, config, data, pseudo, zoo
 from decola_cli.commands.eval import EPILOG as EVAL_EPILOG
 from decola_cli.commands.eval import eval_command
 from decola_cli.commands.predict import EPILOG as PREDICT_EPILOG
@@ -48,6 +48,7 @@ app = typer.Typer(
 )
 app.add_typer(config.app, name="config")
 app.add_typer(zoo.app, name="zoo")
+app.add_typer(data.app, name="data")
 app.command(name="train", epilog=TRAIN_EPILOG)(train_command)
 app.command(name="eval", epilog=EVAL_EPILOG)(eval_command)
 app.command(name="predict", epilog=PREDICT_EPILOG)(predict_command)

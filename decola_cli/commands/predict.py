@@ -14,8 +14,8 @@ EPILOG = """[bold]Examples[/]
 
   decola predict photo.jpg --weights decola-phase1-lbase-r50 --classes "cola,fork,table"
   decola predict photos/ --weights decola-phase2-lbase-r50 --general --threshold 0.5
-  decola predict datasets/toy/images/toy_val_0000.png --config toy/DECOLA_PHASE1_Toy \\\\
-      --weights runs/toy/model_final.pth --classes red_square,blue_circle
+  decola predict datasets/toy/images/toy_val_0000.png --config toy/DECOLA_PHASE1_Toy \\
+      --weights runs/toy/model_final.pth --classes red_square,green_circle
 """
 
 

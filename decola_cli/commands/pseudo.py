@@ -13,14 +13,14 @@ from decola_cli.console import err
 
 SELF_LABEL_EPILOG = """[bold]Examples[/]
 
-  decola self-label --weights decola-phase1-lbase-r50 --dataset imagenet_lvis_v1 \\\\
+  decola self-label --weights decola-phase1-lbase-r50 --dataset imagenet_lvis_v1 \\
       --min-sizes 240 280 320 360 400 --output output/pseudo --num-gpus 8 --postprocess
-  decola self-label --config toy/DECOLA_PHASE1_Toy --weights runs/toy/model_final.pth \\\\
+  decola self-label --config toy/DECOLA_PHASE1_Toy --weights runs/toy/model_final.pth \\
       --dataset toy_image_labels --min-sizes 96 128 --output runs/toy_pseudo --postprocess
 """
 CONVERT_EPILOG = """[bold]Examples[/]
 
-  decola convert --predictions output/pseudo/minsize_240 \\\\
+  decola convert --predictions output/pseudo/minsize_240 \\
       --image-info datasets/imagenet/annotations/imagenet_lvis_image_info.json --output p240.json
 """
 MERGE_EPILOG = """[bold]Examples[/]

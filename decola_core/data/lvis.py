@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from decola_core.data.prepare import read_skip_list
 from decola_core.errors import DatasetError
 from decola_core.utils.io import read_json_file
 
@@ -43,6 +44,7 @@ class LvisDataset:
     data-loader workers share the memory instead of copying millions of objects.
     ``drop_frequencies`` removes the boxes of categories with those LVIS frequency tags (e.g.
     ``{"r"}`` gives LVIS-base); ``min_score`` drops boxes scoring below it (pseudo-labels).
+    Images in the skip list that ``decola data check`` wrote beside the file are left out.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class LvisDataset:
         *,
         drop_frequencies: set[str] | frozenset[str] = frozenset(),
         min_score: float = 0.0,
+        skip_unreadable: bool = True,
     ) -> None:
         path = Path(annotations)
         data = read_json_file(path)
@@ -62,13 +65,17 @@ class LvisDataset:
         self.category_ids = np.array([c["id"] for c in self.categories], dtype=np.int64)
         contiguous = {int(c): i for i, c in enumerate(self.category_ids)}
         dropped = {c["id"] for c in self.categories if c.get("frequency") in drop_frequencies}
-        images = sorted(data["images"], key=lambda i: i["id"])
+        skip = read_skip_list(path) if skip_unreadable else set()
+        if skip:
+            log.info("%s: leaving out %d unreadable image(s) of its skip list", path, len(skip))
+        images = sorted((i for i in data["images"] if i["id"] not in skip), key=lambda i: i["id"])
         order = {img["id"]: n for n, img in enumerate(images)}
         anns = [
             a
             for a in data.get("annotations", [])
             if a.get("iscrowd", 0) == 0
             and a["category_id"] not in dropped
+            and a["image_id"] not in skip
             and a.get("score", 1.0) >= min_score
         ]
         try:
