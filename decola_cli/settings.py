@@ -4,7 +4,7 @@ variables, which override the defaults."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -244,6 +244,10 @@ class PredictSettings(RecipeSettings):
     weights: str
     output: Path = Path("predictions")
     classes: list[str] | None = None
+    vocabulary: Literal["model", "custom"] = "model"
+    clip_weights: str | None = None
+    clip_model: str | None = None
+    template: str = "a {}"
     conditioned: bool | None = None
     threshold: float = Field(0.3, ge=0.0, le=1.0)
     max_dets: int = Field(100, gt=0)

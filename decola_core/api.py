@@ -65,6 +65,25 @@ class Detector:
         )
         return cls(predictor)
 
+    def set_vocabulary(
+        self,
+        names: Sequence[str],
+        clip_weights: str | Path,
+        *,
+        clip_model: str | None = None,
+        template: str = "a {}",
+        cache_dir: str | Path = "~/.cache/decola",
+    ) -> None:
+        """Detect any ``names`` from now on: they are embedded with the local CLIP weights
+        (open_clip ``clip_model``, default ViT-B-32-quickgelu) and cached."""
+        from decola_core.engine.predict import use_custom_vocabulary
+
+        device = str(next(self.predictor.model.parameters()).device)
+        use_custom_vocabulary(
+            self.predictor, names, clip_weights, clip_model=clip_model, template=template,
+            cache_dir=cache_dir, device=device,
+        )  # fmt: skip
+
     @property
     def class_names(self) -> list[str]:
         """The model's vocabulary, in class-id order."""

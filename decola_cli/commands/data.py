@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from decola_cli import options
 from decola_cli.console import err
 
 app = typer.Typer(
@@ -101,3 +102,44 @@ def check_command(
         f"{len(bad):,} unreadable image(s) listed in {skip_list_path(annotations)}; "
         "the data loaders (training, self-labelling, eval model runs) leave them out"
     )
+
+
+@app.command("embed")
+def embed_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help=".npy file to write.")],
+    clip_weights: Annotated[
+        str, typer.Option(help="Local CLIP weights (.pt/.safetensors) or a zoo name.")
+    ],
+    names: Annotated[Path | None, typer.Option(help="Text file, one class name per line.")] = None,
+    annotations: Annotated[
+        Path | None, typer.Option(help="LVIS/COCO file or category list (names by id).")
+    ] = None,
+    template: Annotated[str, typer.Option(help="Prompt; {} is the class name.")] = "a {}",
+    model: Annotated[str, typer.Option(help="open_clip model name.")] = "ViT-B-32-quickgelu",
+    object_output: Annotated[
+        Path | None,
+        typer.Option(help='Also write the "a object" row (the template with "object").'),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    cache_dir: options.CacheDirOption = None,
+) -> None:
+    """Class-name CLIP embeddings (rows in category-id order, not normalised) as .npy."""
+    from decola_cli.settings import DecolaSettings, build_settings
+    from decola_core.errors import ConfigError
+    from decola_core.text.embeddings import embed_names, read_class_names, write_embeddings
+    from decola_core.text.encoder import ClipTextEncoder
+    from decola_core.zoo import resolve_weights
+
+    if (names is None) == (annotations is None):
+        raise ConfigError("give exactly one of --names FILE or --annotations FILE")
+    settings = build_settings(DecolaSettings, cache_dir=cache_dir)
+    class_names = read_class_names(names or annotations)
+    weights = resolve_weights(clip_weights, settings.cache_dir, offline=settings.offline)
+    encoder = ClipTextEncoder(model, weights, device=device)
+    err.print(f"embedding {len(class_names):,} names as {template!r} with {model} ({weights})")
+    array = embed_names(encoder, class_names, template)
+    write_embeddings(output, array)
+    err.print(f"wrote {output} {array.shape}")
+    if object_output is not None:
+        write_embeddings(object_output, embed_names(encoder, ["object"], template))
+        err.print(f"wrote {object_output} (1, {array.shape[1]})")

@@ -29,6 +29,20 @@ def predict_command(
             "(default: all)."
         ),
     ] = None,
+    vocabulary: Annotated[
+        str,
+        typer.Option(
+            help="model: --classes come from the model's class-embedding file; custom: any "
+            "names, embedded with --clip-weights (cached)."
+        ),
+    ] = "model",
+    clip_weights: Annotated[
+        str | None, typer.Option(help="CLIP weights for --vocabulary custom (path or zoo name).")
+    ] = None,
+    clip_model: Annotated[
+        str | None, typer.Option(help="open_clip model (default: ViT-B-32-quickgelu).")
+    ] = None,
+    template: Annotated[str, typer.Option(help="Prompt for custom names.")] = "a {}",
     conditioned: Annotated[
         bool | None,
         typer.Option(
@@ -61,6 +75,10 @@ def predict_command(
         inputs=inputs,
         weights=weights,
         classes=names or None,
+        vocabulary=vocabulary,
+        clip_weights=clip_weights,
+        clip_model=clip_model,
+        template=template,
         conditioned=conditioned,
         threshold=threshold,
         max_dets=max_dets,
@@ -89,6 +107,8 @@ def predict_command(
     predictor = Predictor.from_recipe(
         recipe, weights_file, data_root=settings.data_root, device=settings.device
     )
+    if settings.vocabulary == "custom":
+        _use_custom_vocabulary(predictor, settings)
     job = PredictJob(
         images=images,
         output_dir=settings.output,
@@ -110,3 +130,25 @@ def predict_command(
 
         run_predict(predictor, job, on_image=advance)
     err.print(f"{found:,} detection(s); wrote <image>.json and <image>.png to {settings.output}")
+
+
+def _use_custom_vocabulary(predictor, settings) -> None:
+    from decola_core.engine.predict import use_custom_vocabulary
+    from decola_core.errors import ConfigError
+    from decola_core.zoo import resolve_weights
+
+    if not settings.classes or not settings.clip_weights:
+        raise ConfigError("--vocabulary custom needs --classes NAMES and --clip-weights FILE")
+    weights = resolve_weights(settings.clip_weights, settings.cache_dir, offline=settings.offline)
+    hit = use_custom_vocabulary(
+        predictor,
+        settings.classes,
+        weights,
+        clip_model=settings.clip_model,
+        template=settings.template,
+        cache_dir=settings.cache_dir,
+        device=settings.device,
+    )
+    err.print(
+        f"custom vocabulary of {len(settings.classes)} name(s) ({'cached' if hit else 'embedded'})"
+    )

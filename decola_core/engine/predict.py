@@ -36,6 +36,32 @@ def recipe_for_weights(spec: str, weights: Path, overrides: Sequence[str] = ()):
     )
 
 
+def use_custom_vocabulary(
+    predictor: Predictor,
+    names: Sequence[str],
+    clip_weights: str | Path,
+    *,
+    clip_model: str | None = None,
+    template: str = "a {}",
+    cache_dir: str | Path = "~/.cache/decola",
+    device: str = "cpu",
+) -> bool:
+    """Make ``predictor`` detect ``names`` (any words), embedded with local CLIP weights and
+    cached; returns whether the embeddings came from the cache."""
+    from decola_core.errors import ConfigError
+    from decola_core.text import vocabulary_embeddings
+
+    embeddings, hit = vocabulary_embeddings(
+        list(names), clip_weights, model=clip_model, template=template, cache_dir=cache_dir,
+        device=device,
+    )  # fmt: skip
+    try:
+        predictor.use_vocabulary(list(names), torch.from_numpy(embeddings))
+    except ValueError as err:
+        raise ConfigError(f"{clip_weights}: {err}") from None
+    return hit
+
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 

@@ -43,6 +43,15 @@ class PromptClassifier(nn.Module):
         self.register_buffer("zs_weight", weight)
         self.register_buffer("fed_loss_weight", fed_loss_weight.float())
 
+    def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Replace the class rows (a new vocabulary); the "a object" row stays."""
+        _check_dim(embeddings, self.zs_weight.shape[1])
+        weight = embeddings.float().to(self.zs_weight.device)
+        if self.norm_weight:
+            weight = F.normalize(weight, p=2, dim=1)
+        self.zs_weight = torch.cat([weight, self.zs_weight[self.num_classes :]])
+        self.num_classes = weight.shape[0]
+
     def project(self, x: torch.Tensor) -> torch.Tensor:
         u = self.linear(x)
         return self.temperature * F.normalize(u, p=2, dim=-1) if self.norm_weight else u
@@ -96,9 +105,36 @@ class DeticZeroShotClassifier(nn.Module):
         self.register_buffer("zs_weight", weight)
         self.cls_bias = nn.Parameter(torch.full((1,), bias_init)) if bias_init < 0 else None
 
+    def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Replace the class columns (a new vocabulary)."""
+        _check_dim(embeddings, self.zs_weight.shape[0])
+        weight = embeddings.float().t().contiguous().to(self.zs_weight.device)
+        self.zs_weight = F.normalize(weight, p=2, dim=0) if self.norm_weight else weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.linear(x)
         if self.norm_weight:
             u = self.temperature * F.normalize(u, p=2, dim=1)
         logits = u @ self.zs_weight
         return logits + self.cls_bias if self.cls_bias is not None else logits
+
+
+def set_vocabulary(model: nn.Module, embeddings: torch.Tensor) -> None:
+    """Point every zero-shot classifier of ``model`` at new (num_classes, D) class embeddings,
+    for detecting classes the model was not built with (inference only)."""
+    found = False
+    for module in model.modules():
+        if isinstance(module, (PromptClassifier, DeticZeroShotClassifier)):
+            module.set_class_embeddings(embeddings)
+            found = True
+    if not found:
+        raise ValueError("the model has no zero-shot classifier whose vocabulary can change")
+    if hasattr(model, "num_classes"):
+        model.num_classes = embeddings.shape[0]
+
+
+def _check_dim(embeddings: torch.Tensor, dim: int) -> None:
+    if embeddings.dim() != 2 or embeddings.shape[1] != dim:
+        raise ValueError(
+            f"class embeddings of shape {tuple(embeddings.shape)}; the model expects (N, {dim})"
+        )

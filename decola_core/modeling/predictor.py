@@ -105,6 +105,15 @@ class Predictor:
             class_names=class_names(recipe, data_root),
         )
 
+    def use_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Detect ``names`` (with their CLIP embeddings, rows in the same order) from now on."""
+        from decola_core.modeling.classifier import set_vocabulary
+
+        if len(names) != embeddings.shape[0]:
+            raise ValueError(f"{len(names)} names but {embeddings.shape[0]} embeddings")
+        set_vocabulary(self.model, embeddings)
+        self.class_names = list(names)
+
     def class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.Tensor:
         """0-based class ids for ids or names (names need ``class_names``)."""
         if isinstance(classes, torch.Tensor):

@@ -1,0 +1,120 @@
+"""Class-name embedding files: names in category-id order, prompts from a template, a cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from decola_core.errors import ConfigError, DatasetError
+from decola_core.utils.io import atomic_open, read_json_file
+
+DEFAULT_TEMPLATE = "a {}"
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from an LVIS/COCO file or a category-info list (sorted by id), or from a
+    text file with one name per line."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = read_json_file(path, "annotation file")
+        categories = data.get("categories") if isinstance(data, dict) else data
+        if not isinstance(categories, list):
+            raise DatasetError(f"{path}: expected a 'categories' list or a list of categories")
+        try:
+            return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+        except (KeyError, TypeError):
+            raise DatasetError(f"{path}: every category needs 'id' and 'name'") from None
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such names file")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise DatasetError(f"{path}: no class names (one per line expected)")
+    return names
+
+
+def prompts_for(names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """``template`` with each name (LVIS underscores kept, as the released embeddings)."""
+    if "{}" not in template:
+        raise ConfigError(f"template {template!r} has no '{{}}' for the class name")
+    return [template.format(name) for name in names]
+
+
+def embed_names(encoder, names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> np.ndarray:
+    """(len(names), dim) float32 embeddings of the prompts, not normalised."""
+    return encoder.encode(prompts_for(names, template))
+
+
+class EmbeddingCache:
+    """Embeddings stored under ``<cache_dir>/embeddings`` keyed by (model, weights checksum,
+    template, names), so a vocabulary is encoded once."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.folder = Path(cache_dir).expanduser() / "embeddings"
+
+    @staticmethod
+    def key(model: str, weights_sha256: str, template: str, names: Sequence[str]) -> str:
+        text = json.dumps([model, weights_sha256, template, list(names)], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def path(self, model: str, weights_sha256: str, template: str, names: Sequence[str]) -> Path:
+        return self.folder / f"{self.key(model, weights_sha256, template, names)}.npy"
+
+    def lookup(
+        self, model: str, weights_sha256: str, template: str, names: Sequence[str]
+    ) -> np.ndarray | None:
+        """The cached embeddings, or None (a damaged entry counts as missing)."""
+        path = self.path(model, weights_sha256, template, names)
+        try:
+            array = np.load(path)
+        except (OSError, ValueError):
+            return None
+        return array if array.ndim == 2 and array.shape[0] == len(names) else None
+
+    def get_or_compute(
+        self, encoder, weights_sha256: str, names: Sequence[str], template: str = DEFAULT_TEMPLATE
+    ) -> tuple[np.ndarray, bool]:
+        """(embeddings, cache hit)."""
+        cached = self.lookup(encoder.name, weights_sha256, template, names)
+        if cached is not None:
+            return cached, True
+        array = embed_names(encoder, names, template)
+        write_embeddings(self.path(encoder.name, weights_sha256, template, names), array)
+        return array, False
+
+
+def write_embeddings(path: str | Path, array: np.ndarray) -> None:
+    """Save a .npy file atomically."""
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, array)
+
+
+def vocabulary_embeddings(
+    names: Sequence[str],
+    clip_weights: str | Path,
+    *,
+    model: str | None = None,
+    template: str = DEFAULT_TEMPLATE,
+    cache_dir: str | Path = "~/.cache/decola",
+    device: str = "cpu",
+) -> tuple[np.ndarray, bool]:
+    """Embeddings of a custom vocabulary with local CLIP weights, cached by (model, weights
+    checksum, template, names). Returns (embeddings, cache hit)."""
+    from decola_core.text.encoder import DEFAULT_MODEL, ClipTextEncoder
+    from decola_core.zoo import sha256_file
+
+    model = model or DEFAULT_MODEL
+    clip_weights = Path(clip_weights)
+    if not clip_weights.is_file():
+        raise ConfigError(f"CLIP weights file not found: {clip_weights}")
+    checksum = sha256_file(clip_weights)
+    cache = EmbeddingCache(cache_dir)
+    cached = cache.lookup(model, checksum, template, names)
+    if cached is not None:
+        return cached, True
+    encoder = ClipTextEncoder(model, clip_weights, device=device)
+    return cache.get_or_compute(encoder, checksum, names, template)
