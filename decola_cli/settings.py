@@ -244,7 +244,7 @@ class PredictSettings(RecipeSettings):
     weights: str
     output: Path = Path("predictions")
     classes: list[str] | None = None
-    vocabulary: Literal["model", "custom"] = "model"
+    vocabulary: Literal["model", "lvis", "custom"] = "model"
     clip_weights: str | None = None
     clip_model: str | None = None
     template: str = "a {}"

@@ -55,3 +55,24 @@ def toy_data_root(tmp_path: Path) -> Path:
         json.dumps({"images": [], "annotations": [], "categories": categories})
     )
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def toy_model(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(data root, weights without a recipe, weights recording their recipe) of a random model."""
+    import torch
+
+    from decola_core.config import load_recipe
+    from decola_core.data.toy import ensure_toy_dataset
+    from decola_core.modeling import build_model
+    from decola_core.modeling.checkpoint import save_weights
+
+    root = tmp_path_factory.mktemp("toy_model")
+    data_root = root / "data"
+    ensure_toy_dataset(data_root)
+    recipe = load_recipe("toy/DECOLA_PHASE1_Toy")
+    torch.manual_seed(0)
+    model = build_model(recipe, data_root=data_root)
+    bare = save_weights(model, root / "bare.pth")
+    with_recipe = save_weights(model, root / "trained.pth", recipe=recipe.model_dump(mode="json"))
+    return data_root, bare, with_recipe

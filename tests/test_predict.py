@@ -9,29 +9,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 TOY = "toy/DECOLA_PHASE1_Toy"
-
-
-@pytest.fixture(scope="module")
-def toy_model(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """(data root, weights without a recipe, weights recording their recipe) of a random model."""
-    from decola_core.config import load_recipe
-    from decola_core.data.toy import ensure_toy_dataset
-    from decola_core.modeling import build_model
-    from decola_core.modeling.checkpoint import save_weights
-
-    root = tmp_path_factory.mktemp("predict")
-    data_root = root / "data"
-    ensure_toy_dataset(data_root)
-    recipe = load_recipe(TOY)
-    torch.manual_seed(0)
-    model = build_model(recipe, data_root=data_root)
-    bare = save_weights(model, root / "bare.pth")
-    with_recipe = save_weights(model, root / "trained.pth", recipe=recipe.model_dump(mode="json"))
-    return data_root, bare, with_recipe
 
 
 def decola(*args: str) -> subprocess.CompletedProcess[str]:

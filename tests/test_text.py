@@ -94,21 +94,12 @@ def test_vocabulary_cache_hits_by_model_weights_template_and_names(tiny_clip, tm
     assert not hit
 
 
-def test_predict_with_a_custom_vocabulary(tiny_clip, tmp_path: Path) -> None:
-    from decola_core.config import load_recipe
-    from decola_core.data.toy import ensure_toy_dataset
-    from decola_core.modeling import build_model
-    from decola_core.modeling.checkpoint import save_weights
-
+def test_predict_with_a_custom_vocabulary(tiny_clip, toy_model, tmp_path: Path) -> None:
     config, weights = tiny_clip
-    data_root = tmp_path / "data"
-    ensure_toy_dataset(data_root)
-    recipe = load_recipe("toy/DECOLA_PHASE1_Toy")
-    torch.manual_seed(0)
-    model_file = save_weights(build_model(recipe, data_root=data_root), tmp_path / "toy.pth")
+    data_root, _, model_file = toy_model
     image = data_root / "toy" / "images" / "toy_val_0000.png"
     args = (
-        "predict", str(image), "--config", "toy/DECOLA_PHASE1_Toy", "--weights", str(model_file),
+        "predict", str(image), "--weights", str(model_file),
         "--data-root", str(data_root), "--cache-dir", str(tmp_path / "cache"),
         "--vocabulary", "custom", "--classes", "cola,tiny fork", "--clip-weights", str(weights),
         "--clip-model", str(config), "--threshold", "0", "--max-dets", "6",
@@ -133,22 +124,11 @@ def test_vocabulary_width_must_match_the_model() -> None:
     assert classifier.num_classes == 5 and classifier.zs_weight.shape == (6, 16)
 
 
-def test_detector_api_takes_a_custom_vocabulary(tiny_clip, tmp_path: Path) -> None:
+def test_detector_api_takes_a_custom_vocabulary(tiny_clip, toy_model, tmp_path: Path) -> None:
     from decola_core import Detector
-    from decola_core.config import load_recipe
-    from decola_core.data.toy import ensure_toy_dataset
-    from decola_core.modeling import build_model
-    from decola_core.modeling.checkpoint import save_weights
 
     config, weights = tiny_clip
-    data_root = tmp_path / "data"
-    ensure_toy_dataset(data_root)
-    recipe = load_recipe("toy/DECOLA_PHASE1_Toy")
-    torch.manual_seed(0)
-    model_file = save_weights(
-        build_model(recipe, data_root=data_root), tmp_path / "toy.pth",
-        recipe=recipe.model_dump(mode="json"),
-    )  # fmt: skip
+    data_root, _, model_file = toy_model
     detector = Detector.from_pretrained(model_file, data_root=data_root)
     image = data_root / "toy" / "images" / "toy_val_0000.png"
     before = detector.detect(image, threshold=0.0)

@@ -342,6 +342,27 @@ def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
                 hits += int(iou.max() > 0.5)
     assert hits >= 0.5 * total, (hits, total)
 
+    # decola predict gives the same detections as the API, as JSON and a picture
+    image = val["images"][0]
+    names = sorted({detector.class_names[a["category_id"] - 1] for a in val["annotations"]
+                    if a["image_id"] == image["id"]})  # fmt: skip
+    result = subprocess.run(
+        decola_cmd(
+            "predict", str(data / "toy" / "images" / image["file_name"]),
+            "--weights", str(tmp_path / "run" / "model_final.pth"), "--data-root", str(data),
+            "--classes", ",".join(names), "--threshold", "0.1", "-o", str(tmp_path / "pred"),
+        ),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    stem = Path(image["file_name"]).stem
+    record = json.loads((tmp_path / "pred" / f"{stem}.json").read_text())
+    api = detector.detect(
+        data / "toy" / "images" / image["file_name"], classes=names, threshold=0.1
+    )
+    assert [d["class_name"] for d in record["detections"]] == api.names and api.names
+    assert (tmp_path / "pred" / f"{stem}.png").is_file()
+
 
 def test_lvis_reader_views_and_pseudo_scores(tmp_path: Path) -> None:
     from decola_core.data.catalog import DatasetCatalog

@@ -32,8 +32,8 @@ def predict_command(
     vocabulary: Annotated[
         str,
         typer.Option(
-            help="model: --classes come from the model's class-embedding file; custom: any "
-            "names, embedded with --clip-weights (cached)."
+            help="model (or lvis): --classes come from the model's class-embedding file; "
+            "custom: any names, embedded with --clip-weights (cached)."
         ),
     ] = "model",
     clip_weights: Annotated[
