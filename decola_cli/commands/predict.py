@@ -93,7 +93,7 @@ def predict_command(
         data_root=data_root,
         cache_dir=cache_dir,
     )
-    from decola_core.data.toy import ensure_toy_dataset
+    from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
     from decola_core.engine.predict import PredictJob, collect_images, run_predict
     from decola_core.modeling.predictor import Predictor
     from decola_core.utils.progress import progress_bar
@@ -102,7 +102,7 @@ def predict_command(
     images = collect_images(settings.inputs)
     weights_file = resolve_weights(settings.weights, settings.cache_dir, offline=settings.offline)
     recipe = settings.resolve_recipe(weights_file)
-    if "toy" in recipe.model.classifier.embeddings:
+    if recipe_uses_toy_data(recipe):
         ensure_toy_dataset(settings.data_root)
     predictor = Predictor.from_recipe(
         recipe, weights_file, data_root=settings.data_root, device=settings.device

@@ -152,3 +152,10 @@ def _save_png(image: np.ndarray, path: Path) -> None:
 
     with atomic_open(path, "wb") as handle:
         Image.fromarray(image).save(handle, format="PNG")
+
+
+def recipe_uses_toy_data(recipe) -> bool:
+    """Whether the recipe reads the toy set (its data sets or its class-embedding files)."""
+    names = [d.name for d in recipe.data.train] + list(recipe.data.test)
+    files = (recipe.model.classifier.embeddings, recipe.model.classifier.category_info)
+    return any(n.startswith("toy") for n in names) or any(f.startswith("toy/") for f in files)

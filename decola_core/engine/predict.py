@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from decola_core.data.prepare import IMAGE_SUFFIXES
 from decola_core.errors import DecolaError
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
@@ -60,9 +61,6 @@ def use_custom_vocabulary(
     except ValueError as err:
         raise ConfigError(f"{clip_weights}: {err}") from None
     return hit
-
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:

@@ -69,7 +69,7 @@ def run_training(job: TrainJob, console=None) -> Path | None:
     """Train; returns ``model_final.pth`` on the main process (None elsewhere)."""
     from rich.console import Console
 
-    from decola_core.data.toy import ensure_toy_dataset
+    from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
     from decola_core.engine.distributed import init_distributed
     from decola_core.engine.trainer import Trainer, TrainOptions
     from decola_core.modeling import build_model
@@ -79,8 +79,7 @@ def run_training(job: TrainJob, console=None) -> Path | None:
     console = console or Console(stderr=True)
     recipe = prepare_recipe(job)
     context = init_distributed()
-    names = [d.name for d in recipe.data.train] + list(recipe.data.test)
-    if any(n.startswith("toy") for n in names) and context.is_main:
+    if recipe_uses_toy_data(recipe) and context.is_main:
         ensure_toy_dataset(job.data_root)
     _wait_for_main(context)
     weights_spec = job.weights or recipe.model.weights or None
