@@ -11,7 +11,7 @@ from decola_cli import options
 from decola_cli.console import err
 
 app = typer.Typer(
-    help="Prepare data sets (LVIS-base, ImageNet-LVIS) and check that their images open.",
+    help="Prepare data sets (LVIS-base, ImageNet-LVIS), check their images, embed class names.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     epilog="""[bold]Examples[/]
