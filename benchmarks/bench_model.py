@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _common import add_reference_dir_argument
 
 RECIPE = "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x"
 SIZES = ((512, 512), (480, 512))  # the original's benchmark batch
@@ -122,15 +123,7 @@ def child(name: str, reference_dir: Path, threads: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--reference-dir",
-        type=Path,
-        default=Path(
-            os.environ.get(
-                "DECOLA_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
-            )
-        ),
-    )
+    add_reference_dir_argument(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import add_reference_dir_argument
 
 
 def make_dataset(root: Path, num_images: int, reference_dir: Path) -> None:
@@ -72,15 +73,7 @@ def main() -> None:
     parser.add_argument(
         "--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu"
     )
-    parser.add_argument(
-        "--reference-dir",
-        type=Path,
-        default=Path(
-            os.environ.get(
-                "DECOLA_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
-            )
-        ),
-    )
+    add_reference_dir_argument(parser)
     args = parser.parse_args()
     import torch
 

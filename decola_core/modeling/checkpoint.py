@@ -119,31 +119,49 @@ def to_native(
                 out[k] = v
     elif "stem.conv1.weight" in state:
         fmt = "detectron2-resnet"
-        for k, v in state.items():
-            if k.startswith("fc"):
-                dropped["classifier head"] += 1
-            else:
-                out[f"backbone.0.backbone.{k}"] = v
+        out = _prefixed(state, "backbone.0.backbone.", dropped, head=lambda k: k.startswith("fc"))
     elif any(k.startswith("patch_embed.") for k in keys):
         fmt = "swin"
-        for k, v in state.items():
-            if k.startswith(("head.", "norm.")) or k.endswith("attn_mask"):
-                dropped["classifier head"] += 1
-            else:
-                out[f"backbone.0.backbone.{k}"] = v
+        out = _prefixed(
+            state,
+            "backbone.0.backbone.",
+            dropped,
+            head=lambda k: k.startswith(("head.", "norm.")) or k.endswith("attn_mask"),
+        )
     elif any(k.startswith("layer1.") for k in keys) and "conv1.weight" in state:
         fmt = "resnet"
-        for k, v in state.items():
-            if k.startswith("fc."):
-                dropped["classifier head"] += 1
-            elif k.endswith("num_batches_tracked"):
-                dropped["num_batches_tracked"] += 1
-            else:
-                out[f"backbone.0.backbone.base.{k}"] = v
+        out = _prefixed(
+            state,
+            "backbone.0.backbone.base.",
+            dropped,
+            head=lambda k: k.startswith("fc."),
+            drop_bn_counters=True,
+        )
     else:
         fmt = "native"
         out = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     return out, fmt, dropped
+
+
+def _prefixed(
+    state: dict[str, torch.Tensor],
+    prefix: str,
+    dropped: dict[str, int],
+    *,
+    head,
+    drop_bn_counters: bool = False,
+) -> dict[str, torch.Tensor]:
+    """A third-party backbone's weights under ``prefix``, without its classifier head (counted
+    in ``dropped``) and, if asked, without BatchNorm's ``num_batches_tracked`` counters."""
+    out = {}
+    for k, v in state.items():
+        if head(k):
+            dropped["classifier head"] += 1
+        elif drop_bn_counters and k.endswith("num_batches_tracked"):
+            dropped["num_batches_tracked"] += 1
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def load_weights(

@@ -39,50 +39,48 @@ class HungarianMatcher:
     @torch.no_grad()
     def match_all_classes(self, pred_logits, pred_boxes, targets) -> list[Match]:
         """Object mode: logits (B, Q, C); one assignment per image over all its boxes."""
-        matches = []
-        for b, target in enumerate(targets):
-            labels, boxes = target["labels"], target["boxes"]
-            if labels.numel() == 0:
-                matches.append(_empty_match())
-                continue
+
+        def match(b: int, labels: torch.Tensor, cost: torch.Tensor) -> Match:
             prob = pred_logits[b].float().sigmoid()
-            cost = self.cost_class * focal_cost(prob)[:, labels] + self._box_costs(
-                pred_boxes[b].float(), boxes
+            rows, cols = linear_sum_assignment(
+                (self.cost_class * focal_cost(prob)[:, labels] + cost).cpu().numpy()
             )
-            rows, cols = linear_sum_assignment(cost.cpu().numpy())
-            matches.append(
-                (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+            return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(
+                cols, dtype=torch.int64
             )
-        return matches
+
+        return self._per_image(pred_boxes, targets, match)
 
     @torch.no_grad()
     def match_per_prompt(self, pred_logits, pred_boxes, prompt_inds, targets) -> list[Match]:
         """Class mode: logits (B, Q, 1) for each query's own prompt ``prompt_inds`` (B, Q);
         queries are matched only to boxes of their prompt's class, one assignment per class."""
-        matches = []
-        for b, target in enumerate(targets):
-            labels, boxes = target["labels"], target["boxes"]
-            if labels.numel() == 0:
-                matches.append(_empty_match())
-                continue
+
+        def match(b: int, labels: torch.Tensor, cost: torch.Tensor) -> Match:
             prob = pred_logits[b, :, 0].float().sigmoid()
-            cost = self.cost_class * focal_cost(prob)[:, None] + self._box_costs(
-                pred_boxes[b].float(), boxes
-            )
+            cost = self.cost_class * focal_cost(prob)[:, None] + cost
             rows_all, cols_all = [], []
             for cls in torch.unique(labels):
                 query_ids = torch.nonzero(prompt_inds[b] == cls).squeeze(1)
                 target_ids = torch.nonzero(labels == cls).squeeze(1)
                 if query_ids.numel() == 0:
                     continue
-                sub = cost[query_ids][:, target_ids].cpu().numpy()
-                rows, cols = linear_sum_assignment(sub)
+                rows, cols = linear_sum_assignment(cost[query_ids][:, target_ids].cpu().numpy())
                 rows_all.append(query_ids.cpu()[rows])
                 cols_all.append(target_ids.cpu()[cols])
-            if rows_all:
-                matches.append((torch.cat(rows_all), torch.cat(cols_all)))
-            else:
+            return (torch.cat(rows_all), torch.cat(cols_all)) if rows_all else _empty_match()
+
+        return self._per_image(pred_boxes, targets, match)
+
+    def _per_image(self, pred_boxes, targets, match) -> list[Match]:
+        """``match(b, labels, box_cost)`` for every image with boxes; empty matches otherwise."""
+        matches = []
+        for b, target in enumerate(targets):
+            labels, boxes = target["labels"], target["boxes"]
+            if labels.numel() == 0:
                 matches.append(_empty_match())
+            else:
+                matches.append(match(b, labels, self._box_costs(pred_boxes[b].float(), boxes)))
         return matches
 
 
