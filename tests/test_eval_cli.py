@@ -141,25 +141,23 @@ def toy_eval_set(root: Path, corrupt: bool = False) -> tuple[Path, Path]:
     return ann, images_dir
 
 
-def test_run_a_model_over_a_dataset(tmp_path: Path, toy_data_root: Path) -> None:
+def model_eval_args(tmp_path: Path, data_root: Path, corrupt: bool = False) -> list[str]:
+    """``decola eval`` arguments running a random toy model over the toy eval set, conditioned."""
     torch.manual_seed(0)
-    model = build_model(load_recipe("toy/DECOLA_PHASE1_Toy"), data_root=toy_data_root)
+    model = build_model(load_recipe("toy/DECOLA_PHASE1_Toy"), data_root=data_root)
     weights = save_weights(model, tmp_path / "toy.pth")
-    ann, images_dir = toy_eval_set(tmp_path, corrupt=True)
+    ann, images_dir = toy_eval_set(tmp_path, corrupt=corrupt)
+    return [
+        "eval", "--config", "toy/DECOLA_PHASE1_Toy", "--weights", str(weights),
+        "--annotations", str(ann), "--images", str(images_dir), "--data-root", str(data_root),
+        "--conditioned",
+    ]  # fmt: skip
+
+
+def test_run_a_model_over_a_dataset(tmp_path: Path, toy_data_root: Path) -> None:
     out = tmp_path / "eval"
     args = [
-        "eval",
-        "--config",
-        "toy/DECOLA_PHASE1_Toy",
-        "--weights",
-        str(weights),
-        "--annotations",
-        str(ann),
-        "--images",
-        str(images_dir),
-        "--data-root",
-        str(toy_data_root),
-        "--conditioned",
+        *model_eval_args(tmp_path, toy_data_root, corrupt=True),
         "--k",
         "5",
         "10",
@@ -181,24 +179,7 @@ def test_run_a_model_over_a_dataset(tmp_path: Path, toy_data_root: Path) -> None
 
 @pytest.mark.slow
 def test_two_process_evaluation_matches_one(tmp_path: Path, toy_data_root: Path) -> None:
-    torch.manual_seed(0)
-    model = build_model(load_recipe("toy/DECOLA_PHASE1_Toy"), data_root=toy_data_root)
-    weights = save_weights(model, tmp_path / "toy.pth")
-    ann, images_dir = toy_eval_set(tmp_path)
-    common = [
-        "eval",
-        "--config",
-        "toy/DECOLA_PHASE1_Toy",
-        "--weights",
-        str(weights),
-        "--annotations",
-        str(ann),
-        "--images",
-        str(images_dir),
-        "--data-root",
-        str(toy_data_root),
-        "--conditioned",
-    ]
+    common = model_eval_args(tmp_path, toy_data_root)
     one = decola(*common, "--output-dir", str(tmp_path / "one"))
     two = decola(*common, "--output-dir", str(tmp_path / "two"), "--num-gpus", "2")
     assert one.returncode == 0 and two.returncode == 0, two.stderr
