@@ -87,14 +87,30 @@ def test_convert_validates_and_writes_unique_ids(tmp_path: Path) -> None:
     bad.write_text(
         json.dumps([{"image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}])
     )
-    with pytest.raises(DecolaError, match="image ids are not in the image info"):
+    with pytest.raises(DecolaError, match="image ids that are not in"):
         convert(bad, info, tmp_path / "x.json")
     bad.write_text(
         json.dumps([{"image_id": 1, "category_id": 7, "bbox": [0, 0, 1, 1], "score": 1}])
     )
-    with pytest.raises(DecolaError, match="category ids not in the image info"):
+    with pytest.raises(DecolaError, match="category ids that are not in"):
         convert(bad, info, tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_convert_caches_the_image_info_and_notices_changes(tmp_path: Path) -> None:
+    info = image_info(tmp_path, images=3)
+    preds = tmp_path / "preds.json"
+    preds.write_text(
+        json.dumps([{"image_id": 3, "category_id": 1, "bbox": [0, 0, 4, 4], "score": 0.5}])
+    )
+    cache = tmp_path / "cache"
+    convert(preds, info, tmp_path / "a.json", cache_dir=cache)
+    assert len(list(cache.rglob("*.npy"))) == 1
+    convert(preds, info, tmp_path / "b.json", cache_dir=cache)  # served from the cache
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    image_info(tmp_path, images=2)  # the file changes: image 3 is gone
+    with pytest.raises(DecolaError, match="image ids that are not in"):
+        convert(preds, info, tmp_path / "c.json", cache_dir=cache)
 
 
 def test_merge_renumbers_records_inputs_and_refuses_mismatches(tmp_path: Path) -> None:
@@ -122,6 +138,117 @@ def test_merge_renumbers_records_inputs_and_refuses_mismatches(tmp_path: Path) -
     assert len(json.loads((tmp_path / "m2.json").read_text())["images"]) == 5
 
 
+def test_merge_orders_boxes_by_image_keeping_the_input_order(tmp_path: Path) -> None:
+    files = []
+    for size, images in ((240, [3, 1, 2]), (280, [2, 3])):
+        preds = tmp_path / f"minsize_{size}.json"
+        preds.write_text(
+            json.dumps(
+                [
+                    {"image_id": i, "category_id": 1, "bbox": [0, 0, size, i], "score": 0.5}
+                    for i in images
+                ]
+            )
+        )
+        files.append(tmp_path / f"p{size}.json")
+        convert(preds, image_info(tmp_path), files[-1])
+    merge(files, tmp_path / "m.json")
+    merged = json.loads((tmp_path / "m.json").read_text())["annotations"]
+    assert [(a["image_id"], a["source"], a["bbox"][2]) for a in merged] == [
+        (1, 0, 240),
+        (2, 0, 240),
+        (2, 1, 280),
+        (3, 0, 240),
+        (3, 1, 280),
+    ]
+
+
+def test_dedup_copies_kept_records_with_their_ids(tmp_path: Path, monkeypatch) -> None:
+    import decola_core.pseudo.records as records
+
+    monkeypatch.setattr(records, "COPY_WINDOW", 300)  # the input is copied in many windows
+    rng = np.random.default_rng(3)
+    preds = tmp_path / "minsize_240.json"
+    boxes = rng.uniform(0, 20, (60, 4)).round(1).tolist()
+    preds.write_text(
+        json.dumps(
+            [
+                {"image_id": i % 3 + 1, "category_id": 1, "bbox": box, "score": i / 60}
+                for i, box in enumerate(boxes)
+            ]
+        )
+    )
+    merged = tmp_path / "merged.json"
+    convert(preds, image_info(tmp_path), tmp_path / "p.json")
+    merge([tmp_path / "p.json"], merged)
+    report = dedup(merged, tmp_path / "copied.json", iou_threshold=0.3)
+    assert 0 < report.after < report.before == 60
+    copied = json.loads((tmp_path / "copied.json").read_text())["annotations"]
+    by_id = {a["id"]: a for a in json.loads(merged.read_text())["annotations"]}
+    assert [by_id[a["id"]] for a in copied] == copied  # verbatim, ids kept
+    (tmp_path / "merged.json.decola.npy").unlink()  # no sidecar: records formatted anew
+    dedup(merged, tmp_path / "formatted.json", iou_threshold=0.3)
+    formatted = json.loads((tmp_path / "formatted.json").read_text())["annotations"]
+    assert [a["id"] for a in formatted] == list(range(1, report.after + 1))
+    assert [{**a, "id": 0} for a in formatted] == [{**a, "id": 0} for a in copied]
+    again = PseudoFile.load(tmp_path / "copied.json")  # the copy's own sidecar is right
+    assert again.records_in is not None
+    assert np.array_equal(again.boxes.bbox, np.array([a["bbox"] for a in copied]))
+    dedup(tmp_path / "copied.json", tmp_path / "twice.json", iou_threshold=0.3)
+    assert json.loads((tmp_path / "twice.json").read_text())["annotations"] == copied
+
+
+def test_forked_formatters_write_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+    import decola_core.pseudo.records as records
+
+    rng = np.random.default_rng(1)
+    n = 1000
+    boxes = BoxColumns(
+        rng.integers(1, 50, n),
+        rng.integers(1, 9, n),
+        rng.uniform(0, 300, (n, 4)),
+        rng.random(n),
+        rng.integers(0, 5, n),
+    )
+    monkeypatch.setattr(records, "CHUNK_BOXES", 128)  # 8 chunks
+    written = {}
+    for workers in (1, 3):
+        path = tmp_path / f"{workers}.txt"
+        with open(path, "wb") as out:
+            out.write(b"[")
+            lengths = records.write_formatted(out, boxes, workers=workers)
+            out.write(b"]")
+        written[workers] = (path.read_bytes(), lengths)
+    (serial, serial_lengths), (forked, forked_lengths) = written[1], written[3]
+    assert forked == serial and np.array_equal(forked_lengths, serial_lengths)
+    starts = 1 + np.r_[0, np.cumsum(serial_lengths + 1)[:-1]]
+    assert json.loads(serial[starts[7] : starts[7] + serial_lengths[7]])["id"] == 8
+    parsed = json.loads(serial)
+    assert [r["id"] for r in parsed] == list(range(1, n + 1))
+    assert parsed[5]["bbox"] == boxes.bbox[5].tolist()
+    assert set(parsed[5]) == {"id", "image_id", "category_id", "bbox", "score", "source"}
+
+
+def test_a_failing_forked_writer_leaves_no_output(tmp_path: Path, monkeypatch) -> None:
+    import decola_core.pseudo.records as records
+
+    preds = tmp_path / "preds.json"
+    preds.write_text(
+        json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9], "score": 0.5}] * 500)
+    )
+    convert(preds, image_info(tmp_path), tmp_path / "p.json")
+    monkeypatch.setattr(records, "CHUNK_BOXES", 64)
+    monkeypatch.setattr(records, "formatting_workers", lambda n: 2)
+
+    def disk_full(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "pwrite", disk_full)  # inherited by the forked workers
+    with pytest.raises(OSError, match="disk full"):
+        merge([tmp_path / "p.json"], tmp_path / "m.json")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("m", "."))) == []
+
+
 def test_outputs_are_atomic_and_inputs_protected(tmp_path: Path, monkeypatch) -> None:
     preds = tmp_path / "preds.json"
     preds.write_text(
@@ -132,16 +259,23 @@ def test_outputs_are_atomic_and_inputs_protected(tmp_path: Path, monkeypatch) ->
     before = out.read_bytes()
     import decola_core.pseudo.annotations as annotations
 
-    def broken(*args, **kwargs):
-        yield b"{}"
+    def broken_formatting(out, *args):
+        out.write(b"{}")
         raise OSError("disk full")
 
-    monkeypatch.setattr(annotations, "_annotation_chunks", broken)
+    def broken_copy(out, *args):
+        out.write(b"{}")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(annotations, "write_formatted", broken_formatting)
     with pytest.raises(OSError, match="disk full"):
-        dedup(out, tmp_path / "d.json")
+        merge([out], tmp_path / "d.json")  # records formatted
+    monkeypatch.setattr(annotations, "copy_records", broken_copy)
+    with pytest.raises(OSError, match="disk full"):
+        dedup(out, tmp_path / "d.json")  # records copied from the input
     assert not (tmp_path / "d.json").exists()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["info.json", "p.json", "p.json.decola.npz", "preds.json"]
+    assert names == ["info.json", "p.json", "p.json.decola.npy", "preds.json"]
     monkeypatch.undo()
     with pytest.raises(DecolaError, match="refusing to overwrite the input"):
         dedup(out, out)
@@ -157,7 +291,7 @@ def test_sidecar_is_used_only_while_the_json_is_unchanged(tmp_path: Path) -> Non
     )
     out = tmp_path / "p.json"
     convert(preds, image_info(tmp_path), out)
-    sidecar = tmp_path / "p.json.decola.npz"
+    sidecar = tmp_path / "p.json.decola.npy"
     assert sidecar.is_file()
     from_sidecar = PseudoFile.load(out)
     sidecar.unlink()
@@ -265,28 +399,33 @@ def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_pha
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
-def test_vectorised_nms_equals_torchvision_per_group() -> None:
+@pytest.mark.parametrize(
+    ("num_images", "class_aware"), [(400, True), (400, False), (7, False)]
+)  # groups of 1-10 boxes, of 3-20, and of hundreds (padded buckets)
+def test_vectorised_nms_equals_torchvision_per_group(num_images: int, class_aware: bool) -> None:
     import torch
     from torchvision.ops import nms
 
     rng = np.random.default_rng(0)
     n = 3000
-    image = rng.integers(0, 400, n)
+    image = rng.integers(0, num_images, n)
     cat = rng.integers(0, 3, n)
     xy = rng.uniform(0, 50, (n, 2))
     wh = rng.uniform(5, 30, (n, 2))
+    wh[::50] = 0  # empty boxes: IoU undefined, never suppressed
     boxes = BoxColumns(
         image, cat, np.concatenate([xy, wh], 1), rng.random(n), np.zeros(n, np.int64)
     )
+    group = image * 3 + cat if class_aware else image
     for threshold in (0.3, 0.9):
         expected = []
-        for key in set(zip(image.tolist(), cat.tolist(), strict=True)):
-            idx = np.nonzero((image == key[0]) & (cat == key[1]))[0]
+        for key in np.unique(group):
+            idx = np.nonzero(group == key)[0]
             xyxy = boxes.bbox[idx].copy()
             xyxy[:, 2:] += xyxy[:, :2]
             kept = nms(torch.from_numpy(xyxy), torch.from_numpy(boxes.score[idx]), threshold)
             expected += idx[kept.numpy()].tolist()
-        assert nms_keep(boxes, threshold).tolist() == sorted(expected)
+        assert nms_keep(boxes, threshold, class_aware).tolist() == sorted(expected)
 
 
 def test_phase2_offline_trains_on_the_deduplicated_file(tmp_path: Path, toy_phase1) -> None:

@@ -43,11 +43,19 @@ def convert_command(
         Path, typer.Option("--output", "-o", help="Pseudo-annotation file to write.")
     ],
     min_score: Annotated[float, typer.Option(help="Drop boxes scoring below this.")] = 0.0,
+    cache_dir: options.CacheDirOption = None,
 ) -> None:
-    """Predictions + image info -> an LVIS-format pseudo-annotation file."""
+    """Predictions + image info -> an LVIS-format pseudo-annotation file.
+
+    The image info is parsed once and cached (in columns) for the conversions of other sizes.
+    """
+    from decola_cli.settings import DecolaSettings, build_settings
     from decola_core.pseudo.postprocess import convert
 
-    count = convert(predictions, image_info, output, min_score=min_score)
+    settings = build_settings(DecolaSettings, cache_dir=cache_dir)
+    count = convert(
+        predictions, image_info, output, min_score=min_score, cache_dir=settings.cache_dir
+    )
     err.print(f"wrote {count:,} boxes to {output}")
 
 
@@ -178,20 +186,20 @@ def self_label_command(
         return
     err.print("boxes per size: " + ", ".join(f"{s}: {n:,}" for s, n in manifest["boxes"].items()))
     if settings.postprocess:
-        final = _postprocess(job)
+        final = _postprocess(job, settings.cache_dir)
         err.print(
             "train phase 2 on them with:\n  decola train --phase 2 --labels offline "
             f"--pseudo-labels {final} --weights {settings.weights}"
         )
 
 
-def _postprocess(job) -> Path:
+def _postprocess(job, cache_dir: Path) -> Path:
     from decola_core.pseudo.postprocess import convert, dedup, merge
 
     converted = []
     for size in job.min_sizes:
         path = job.output_dir / f"pseudo_minsize_{size}.json"
-        convert(job.output_dir / f"minsize_{size}", job.image_info, path)
+        convert(job.output_dir / f"minsize_{size}", job.image_info, path, cache_dir=cache_dir)
         converted.append(path)
     merged = job.output_dir / "pseudo_merged.json"
     merge(converted, merged)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from decola_core.errors import DecolaError
+from decola_core.utils.memory import gc_paused
 
 
 @dataclass
@@ -40,21 +43,10 @@ class Predictions:
         records = list(records)
         if not records:
             return cls.empty()
-        try:
-            image_id = np.fromiter((r["image_id"] for r in records), np.int64, len(records))
-            category_id = np.fromiter((r["category_id"] for r in records), np.int64, len(records))
-            score = np.fromiter((r["score"] for r in records), np.float64, len(records))
-            bbox = np.array([r["bbox"] for r in records], dtype=np.float64)
-        except (KeyError, TypeError, ValueError) as err:
-            raise DecolaError(
-                f"{source}: every record needs image_id, category_id, bbox [x, y, w, h] and "
-                f"score ({type(err).__name__}: {err})"
-            ) from None
-        if bbox.ndim != 2 or bbox.shape[1] != 4:
-            raise DecolaError(f"{source}: bbox must be [x, y, w, h] (got shape {bbox.shape[1:]})")
-        return cls(image_id, category_id, bbox, score)
+        return cls(*record_columns(records, source))
 
     @classmethod
+    @gc_paused()
     def load(cls, path: str | Path) -> Predictions:
         """A results JSON array, a JSON-lines shard, or a folder of ``*.jsonl`` shards."""
         import orjson
@@ -99,13 +91,13 @@ class Predictions:
 
     def check_against(self, image_ids: np.ndarray, category_ids: np.ndarray, source: str) -> None:
         """Clear errors for unknown ids and malformed boxes or scores."""
-        bad_images = np.setdiff1d(np.unique(self.image_id), image_ids)
+        bad_images = unknown_ids(self.image_id, image_ids)
         if bad_images.size:
             raise DecolaError(
                 f"predictions name {bad_images.size} image ids that are not in {source} "
                 f"(e.g. {bad_images[:5].tolist()})"
             )
-        bad_cats = np.setdiff1d(np.unique(self.category_id), category_ids)
+        bad_cats = unknown_ids(self.category_id, category_ids)
         if bad_cats.size:
             raise DecolaError(
                 f"predictions name category ids that are not in {source}: {bad_cats[:10].tolist()}"
@@ -165,3 +157,50 @@ class Predictions:
 
         for record in self.to_records():
             yield orjson.dumps(record)
+
+
+def unknown_ids(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """The distinct ``values`` missing from ``known`` (binary search; no hashing of all values)."""
+    if not len(values):
+        return np.zeros(0, np.int64)
+    known = np.sort(known)
+    if not len(known):
+        return np.unique(values)
+    found = known[np.searchsorted(known, values).clip(max=len(known) - 1)] == values
+    return np.unique(values[~found])
+
+
+def record_columns(
+    records: list[dict[str, Any]], what: str, default_score: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """image_id, category_id, bbox (n, 4) and score columns of detection records.
+
+    The loops run in C (``map`` with item getters): no Python frame per record. A record
+    without a score is an error unless ``default_score`` is given.
+    """
+    n = len(records)
+    score_of = (
+        itemgetter("score")
+        if default_score is None
+        else methodcaller("get", "score", default_score)
+    )
+    needs = "image_id, category_id, bbox [x, y, w, h]" + (
+        " and score" if default_score is None else ""
+    )
+    try:
+        image_id = np.fromiter(map(itemgetter("image_id"), records), np.int64, n)
+        category_id = np.fromiter(map(itemgetter("category_id"), records), np.int64, n)
+        score = np.fromiter(map(score_of, records), np.float64, n)
+        boxes = list(map(itemgetter("bbox"), records))
+        lengths = np.fromiter(map(len, boxes), np.int64, n)
+        if (lengths != 4).any():
+            bad = int(np.flatnonzero(lengths != 4)[0])
+            raise DecolaError(
+                f"{what}: bbox must be [x, y, w, h] (record {bad} has {lengths[bad]} numbers)"
+            )
+        bbox = np.fromiter(chain.from_iterable(boxes), np.float64, 4 * n).reshape(n, 4)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DecolaError(
+            f"{what}: every record needs {needs} ({type(err).__name__}: {err})"
+        ) from None
+    return image_id, category_id, bbox, score

@@ -3,15 +3,19 @@ one back by streaming, never holding a Python dict per box."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
 from dataclasses import dataclass, field
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from decola_core.errors import DecolaError
+from decola_core.evaluation.predictions import record_columns
+from decola_core.pseudo.records import copy_records, write_formatted
 from decola_core.utils.io import atomic_open, read_json_file
+from decola_core.utils.memory import gc_paused
 
 
 @dataclass
@@ -37,31 +41,33 @@ class BoxColumns:
         )
 
     @classmethod
-    def concat(cls, parts: list[BoxColumns]) -> BoxColumns:
-        return cls(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("image_id", "category_id", "bbox", "score", "source")
-            )
-        )
+    def merged_by_image(cls, parts: list[BoxColumns]) -> BoxColumns:
+        """The boxes of all ``parts`` ordered by image id (stable: ties keep part order).
+
+        Each column is scattered straight into place: one copy, not a concatenation and then
+        a reordering."""
+        image_id = np.concatenate([p.image_id for p in parts])
+        position = np.empty(len(image_id), np.int64)
+        position[np.argsort(image_id, kind="stable")] = np.arange(len(image_id))
+        merged = []
+        for name in ("image_id", "category_id", "bbox", "score", "source"):
+            first = getattr(parts[0], name)
+            column = np.empty((len(image_id), *first.shape[1:]), first.dtype)
+            offset = 0
+            for part in parts:
+                column[position[offset : offset + len(part)]] = getattr(part, name)
+                offset += len(part)
+            merged.append(column)
+        return cls(*merged)
 
     @classmethod
     def from_records(
         cls, records: list[dict[str, Any]], source: int = 0, what: str = "input"
     ) -> BoxColumns:
         n = len(records)
-        try:
-            image_id = np.fromiter((r["image_id"] for r in records), np.int64, n)
-            category_id = np.fromiter((r["category_id"] for r in records), np.int64, n)
-            score = np.fromiter((r.get("score", 1.0) for r in records), np.float64, n)
-            bbox = np.array([r["bbox"] for r in records], dtype=np.float64).reshape(n, 4)
-        except (KeyError, TypeError, ValueError) as err:
-            raise DecolaError(
-                f"{what}: every box needs image_id, category_id and bbox [x, y, w, h] "
-                f"({type(err).__name__}: {err})"
-            ) from None
+        image_id, category_id, bbox, score = record_columns(records, what, default_score=1.0)
         if "source" in (records[0] if records else {}):
-            src = np.fromiter((r.get("source", source) for r in records), np.int64, n)
+            src = np.fromiter(map(methodcaller("get", "source", source), records), np.int64, n)
         else:
             src = np.full(n, source, np.int64)
         return cls(image_id, category_id, bbox, score, src)
@@ -77,6 +83,9 @@ class PseudoFile:
     categories_json: bytes
     image_ids: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    # set when read through a sidecar: the JSON file and the byte span of every record in it,
+    # so a subset (dedup) is written by copying the records' text instead of formatting it
+    records_in: tuple[Path, np.ndarray] | None = None
 
     @classmethod
     def from_parsed(
@@ -106,134 +115,175 @@ class PseudoFile:
     def with_boxes(self, boxes: BoxColumns, info: dict[str, Any]) -> PseudoFile:
         return PseudoFile(boxes, self.images_json, self.categories_json, self.image_ids, info)
 
+    def subset(self, keep: np.ndarray, info: dict[str, Any]) -> PseudoFile:
+        """The boxes at the sorted indices ``keep``; written, they keep their record ids."""
+        records_in = None
+        if self.records_in is not None:
+            records_in = (self.records_in[0], self.records_in[1][keep])
+        subset = self.with_boxes(self.boxes.select(keep), info)
+        subset.records_in = records_in
+        return subset
+
+    @property
+    def category_ids(self) -> np.ndarray:
+        return np.array([c["id"] for c in self.categories], np.int64)
+
     @classmethod
-    def load(cls, path: str | Path, source: int = 0) -> PseudoFile:
-        """Read a file; files this module wrote are read from their columnar sidecar."""
+    @gc_paused()
+    def load(
+        cls,
+        path: str | Path,
+        source: int = 0,
+        *,
+        cache_dir: str | Path | None = None,
+        what: str = "pseudo-annotation file",
+    ) -> PseudoFile:
+        """Read an LVIS-format file, from its columnar sidecar when one is up to date.
+
+        Files this module wrote have their sidecar beside them. For other files (an image-info
+        file converted once per size) a sidecar is kept under ``cache_dir`` when one is given.
+        """
         path = Path(path)
-        cached = _read_sidecar(path)
+        sidecar = _cached_sidecar(path, cache_dir) if cache_dir is not None else _sidecar(path)
+        cached = _read_sidecar(path, sidecar)
         if cached is not None:
             return cached
-        data = read_json_file(path, "pseudo-annotation file")
+        data = read_json_file(path, what)
         if not isinstance(data, dict) or not isinstance(data.get("images"), list):
             raise DecolaError(f"{path}: not an LVIS-format file (no 'images' list)")
         annotations = data.pop("annotations", [])
         boxes = BoxColumns.from_records(annotations, source, str(path))
         del annotations  # free the per-box dicts right away
-        return cls.from_parsed(
+        loaded = cls.from_parsed(
             data["images"], data.get("categories", []), boxes, data.get("info", {})
         )
+        if cache_dir is not None:
+            _write_sidecar(path, loaded, sidecar)
+        return loaded
 
+    @gc_paused()
     def write(self, path: str | Path, *, protect: tuple[Path, ...] = ()) -> None:
-        """Stream the file out atomically (ids 1..n in the current order), then its sidecar."""
+        """Stream the file out atomically, then its sidecar.
+
+        Records get ids 1..n in the current order, except for a subset of a file read through
+        its sidecar: those records are copied verbatim from that file, ids included.
+        """
         import orjson
 
         path = Path(path)
+        head = b'{"info":' + orjson.dumps(self.info) + b',"categories":'
+        images_at = len(head) + len(self.categories_json) + len(b',"images":')
+        records_at = images_at + len(self.images_json) + len(b',"annotations":[')
         with atomic_open(path, "wb", protect=protect) as out:
-            out.write(b'{"info":' + orjson.dumps(self.info))
-            out.write(b',"categories":' + self.categories_json)
-            out.write(b',"images":' + self.images_json)
+            for part in (head, self.categories_json, b',"images":', self.images_json):
+                out.write(part)
             out.write(b',"annotations":[')
-            for i, chunk in enumerate(_annotation_chunks(self.boxes)):
-                out.write((b"," if i else b"") + chunk)
+            if self.records_in is not None:
+                lengths = copy_records(out, *self.records_in)
+            else:
+                lengths = write_formatted(out, self.boxes)
             out.write(b"]}\n")
-        _write_sidecar(path, self)
+        parts_at = (len(head), len(self.categories_json), images_at, len(self.images_json))
+        _write_sidecar(path, self, _sidecar(path), (*parts_at, records_at), lengths)
+
+
+SIDECAR_VERSION = 5
+_SIDECAR_FIELDS = (
+    "json_spans",
+    "record_lengths",
+    "image_id",
+    "category_id",
+    "bbox",
+    "score",
+    "source",
+    "image_ids",
+    "categories_json",
+    "images_json",
+    "info_json",
+)
 
 
 def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".decola.npz")
+    return path.with_name(path.name + ".decola.npy")
 
 
-def _write_sidecar(path: Path, data: PseudoFile) -> None:
-    """Columns and JSON parts beside ``path``, stamped with its size and mtime, so the next step
-    of the chain does not parse the JSON again (a stale or missing sidecar is ignored)."""
-    import orjson
+def _cached_sidecar(path: Path, cache_dir: str | Path) -> Path:
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:20]
+    return Path(cache_dir).expanduser() / "lvis-columns" / f"{path.stem[:40]}-{key}.npy"
 
+
+def _stamp(path: Path) -> list[int]:
     stat = path.stat()
-    b = data.boxes
-    with atomic_open(_sidecar(path), "wb") as handle:
-        np.savez(
-            handle,
-            image_id=b.image_id,
-            category_id=b.category_id,
-            bbox=b.bbox,
-            score=b.score,
-            source=b.source,
-            image_ids=data.image_ids,
-            images_json=np.frombuffer(data.images_json, np.uint8),
-            categories_json=np.frombuffer(data.categories_json, np.uint8),
-            info_json=np.frombuffer(orjson.dumps(data.info), np.uint8),
-            stamp=np.array([stat.st_size, stat.st_mtime_ns], np.int64),
-        )
+    return [SIDECAR_VERSION, stat.st_size, stat.st_mtime_ns, stat.st_ino]
 
 
-def _read_sidecar(path: Path) -> PseudoFile | None:
+def _write_sidecar(
+    path: Path,
+    data: PseudoFile,
+    sidecar: Path,
+    json_spans: tuple[int, ...] | None = None,
+    record_lengths: np.ndarray | None = None,
+) -> None:
+    """The columns and JSON parts of ``path``, stamped with its size, mtime and inode, so the
+    next step of the chain does not parse the JSON again (a stale or missing sidecar is
+    ignored). The arrays are stored back to back as .npy records: no zip, no checksums.
+
+    ``json_spans`` (offset and length of the categories, then of the images, then where the
+    records start) says where those parts lie in ``path`` itself, so a file this module wrote
+    does not store them twice; ``record_lengths`` are the byte lengths of its records.
+    """
     import orjson
 
-    sidecar = _sidecar(path)
+    b = data.boxes
+    parts = (b"", b"") if json_spans else (data.categories_json, data.images_json)
+    lengths = np.zeros(0) if record_lengths is None else record_lengths
+    arrays = (
+        np.array(_stamp(path), np.int64),
+        np.array(json_spans or (), np.int64),
+        lengths.astype(np.int32),
+        b.image_id,
+        b.category_id,
+        b.bbox,
+        b.score,
+        b.source.astype(np.int32) if not len(b) or np.abs(b.source).max() < 2**31 else b.source,
+        data.image_ids,
+        *(np.frombuffer(text, np.uint8) for text in (*parts, orjson.dumps(data.info))),
+    )
+    with atomic_open(sidecar, "wb") as handle:
+        for array in arrays:
+            np.save(handle, array, allow_pickle=False)
+
+
+def _read_sidecar(path: Path, sidecar: Path) -> PseudoFile | None:
+    import orjson
+
     if not sidecar.is_file() or not path.is_file():
         return None
     try:
-        with np.load(sidecar) as z:
-            stat = path.stat()
-            if z["stamp"].tolist() != [stat.st_size, stat.st_mtime_ns]:
+        with open(sidecar, "rb") as handle:
+            if np.load(handle).tolist() != _stamp(path):
                 return None
-            boxes = BoxColumns(z["image_id"], z["category_id"], z["bbox"], z["score"], z["source"])
-            return PseudoFile(
-                boxes,
-                z["images_json"].tobytes(),
-                z["categories_json"].tobytes(),
-                z["image_ids"],
-                orjson.loads(z["info_json"].tobytes()),
-            )
-    except (OSError, ValueError, KeyError):
+            z = {name: np.load(handle) for name in _SIDECAR_FIELDS}
+        categories_json, images_json = z["categories_json"].tobytes(), z["images_json"].tobytes()
+        spans = z["json_spans"].tolist()
+        if spans:
+            with open(path, "rb") as source:
+                categories_json = _read_span(source, *spans[0:2])
+                images_json = _read_span(source, *spans[2:4])
+    except (OSError, ValueError, EOFError):
         return None
+    source = z["source"].astype(np.int64)
+    boxes = BoxColumns(z["image_id"], z["category_id"], z["bbox"], z["score"], source)
+    loaded = PseudoFile(
+        boxes, images_json, categories_json, z["image_ids"], orjson.loads(z["info_json"].tobytes())
+    )
+    lengths = z["record_lengths"].astype(np.int64)
+    if len(spans) == 5 and len(lengths) == len(boxes) and len(boxes):
+        ends = spans[4] + np.cumsum(lengths + 1) - 1  # records are joined by one comma
+        loaded.records_in = (path, np.stack([ends - lengths, ends], 1))
+    return loaded
 
 
-def _annotation_chunks(boxes: BoxColumns, size: int = 200_000) -> Iterator[bytes]:
-    import orjson
-
-    area = boxes.bbox[:, 2] * boxes.bbox[:, 3]
-    for start in range(0, len(boxes), size):
-        stop = min(start + size, len(boxes))
-        columns = zip(
-            range(start + 1, stop + 1),
-            boxes.image_id[start:stop].tolist(),
-            boxes.category_id[start:stop].tolist(),
-            boxes.bbox[start:stop].tolist(),
-            area[start:stop].tolist(),
-            boxes.score[start:stop].tolist(),
-            boxes.source[start:stop].tolist(),
-            strict=True,
-        )
-        records = [
-            {
-                "id": i,
-                "image_id": img,
-                "category_id": cat,
-                "bbox": box,
-                "area": a,
-                "score": sc,
-                "source": src,
-            }
-            for i, img, cat, box, a, sc, src in columns
-        ]
-        yield orjson.dumps(records)[1:-1]
-
-
-def check_ids(boxes: BoxColumns, images: list[dict], categories: list[dict], what: str) -> None:
-    """Every box names a known image and category."""
-    image_ids = np.fromiter((img["id"] for img in images), np.int64, len(images))
-    category_ids = np.fromiter((c["id"] for c in categories), np.int64, len(categories))
-    unknown_images = np.setdiff1d(np.unique(boxes.image_id), image_ids)
-    if unknown_images.size:
-        raise DecolaError(
-            f"{what}: {unknown_images.size} image ids are not in the image info "
-            f"(e.g. {unknown_images[:5].tolist()})"
-        )
-    unknown_cats = np.setdiff1d(np.unique(boxes.category_id), category_ids)
-    if unknown_cats.size:
-        raise DecolaError(
-            f"{what}: category ids not in the image info: {unknown_cats[:10].tolist()}"
-        )
-    if not np.isfinite(boxes.bbox).all() or (boxes.bbox[:, 2:] < 0).any():
-        raise DecolaError(f"{what}: boxes must be finite [x, y, w, h] with w, h >= 0")
+def _read_span(handle, offset: int, length: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(length)

@@ -10,47 +10,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchvision.ops import nms
 
 from decola_core.errors import DecolaError
 from decola_core.evaluation.predictions import Predictions
-from decola_core.pseudo.annotations import BoxColumns, PseudoFile, check_ids
-from decola_core.utils.io import read_json_file
+from decola_core.pseudo.annotations import BoxColumns, PseudoFile
+from decola_core.utils.memory import gc_paused
 
-SMALL_GROUP = 8  # groups up to this size are suppressed vectorised
+GROUP_CHUNK = 1 << 22  # pairwise IoUs computed at once in nms_keep (about 32 MiB)
 
 
+@gc_paused()
 def convert(
-    predictions: str | Path, image_info: str | Path, output: str | Path, *, min_score: float = 0.0
+    predictions: str | Path,
+    image_info: str | Path,
+    output: str | Path,
+    *,
+    min_score: float = 0.0,
+    cache_dir: str | Path | None = None,
 ) -> int:
     """Predictions (a results JSON, a shard or a folder of shards) + the image info of the
-    labelled set -> an LVIS-format pseudo-annotation file. Returns the number of boxes."""
+    labelled set -> an LVIS-format pseudo-annotation file. Returns the number of boxes.
+
+    With ``cache_dir`` the image info is parsed once and read from a columnar cache by the
+    conversions of the other sizes.
+    """
     preds = Predictions.load(predictions)
-    info = read_json_file(image_info, "image-info file")
-    if not isinstance(info, dict) or not isinstance(info.get("images"), list):
-        raise DecolaError(f"{image_info}: not an image-info file (no 'images' list)")
+    info = PseudoFile.load(image_info, cache_dir=cache_dir, what="image-info file")
+    preds.check_against(info.image_ids, info.category_ids, str(image_info))
+    if min_score > 0:
+        preds = preds.select(np.nonzero(preds.score >= min_score)[0])
+    order = np.argsort(preds.image_id, kind="stable")
     boxes = BoxColumns(
         preds.image_id, preds.category_id, preds.bbox, preds.score, np.zeros(len(preds), np.int64)
-    )
-    check_ids(boxes, info["images"], info.get("categories", []), str(predictions))
-    if min_score > 0:
-        boxes = boxes.select(np.nonzero(boxes.score >= min_score)[0])
-    order = np.argsort(boxes.image_id, kind="stable")
-    size = _min_size_of(Path(predictions))
+    ).select(order)
     meta = {
         "converted_from": str(predictions),
         "image_info": str(image_info),
         "min_score": min_score,
     }
+    size = _min_size_of(Path(predictions))
     if size is not None:
         meta["min_size"] = size
-    PseudoFile.from_parsed(
-        info["images"], info.get("categories", []), boxes.select(order), meta
-    ).write(output, protect=(Path(predictions), Path(image_info)))
+    info.with_boxes(boxes, meta).write(output, protect=(Path(predictions), Path(image_info)))
     return len(boxes)
 
 
+@gc_paused()
 def merge(inputs: list[str | Path], output: str | Path, *, allow_mismatch: bool = False) -> int:
     """Concatenate pseudo-annotation files (one per size); ids renumbered, inputs recorded."""
     if len(inputs) < 1:
@@ -63,8 +68,8 @@ def merge(inputs: list[str | Path], output: str | Path, *, allow_mismatch: bool 
             first = current
         elif not allow_mismatch:
             _same_set(first, current, inputs[0], path)
-        parts.append(current.boxes.select(np.arange(len(current.boxes))))
-        parts[-1].source = np.full(len(current.boxes), k, np.int64)
+        current.boxes.source = np.full(len(current.boxes), k, np.int64)
+        parts.append(current.boxes)
         sources.append(
             {
                 "path": str(path),
@@ -72,9 +77,8 @@ def merge(inputs: list[str | Path], output: str | Path, *, allow_mismatch: bool 
                 "min_size": current.info.get("min_size", _min_size_of(Path(path))),
             }
         )
-    boxes = BoxColumns.concat(parts)
-    order = np.argsort(boxes.image_id, kind="stable")
-    merged = first.with_boxes(boxes.select(order), {"merged_from": sources})
+    boxes = BoxColumns.merged_by_image(parts)
+    merged = first.with_boxes(boxes, {"merged_from": sources})
     if allow_mismatch:
         images = _union_images([PseudoFile.load(p).images for p in inputs[1:]], first.images)
         merged = PseudoFile.from_parsed(images, first.categories, merged.boxes, merged.info)
@@ -89,6 +93,7 @@ class DedupReport:
     per_source: dict[str, tuple[int, int]]  # label -> (before, after)
 
 
+@gc_paused()
 def dedup(
     input_path: str | Path,
     output: str | Path,
@@ -96,12 +101,22 @@ def dedup(
     iou_threshold: float = 0.9,
     class_aware: bool = True,
 ) -> DedupReport:
-    """Per-image NMS on xyxy boxes (converted from xywh); writes a new file, never the input."""
+    """Per-image NMS on xyxy boxes (converted from xywh); writes a new file, never the input.
+
+    Kept boxes keep their record ids (unique, no longer consecutive); a merged file written by
+    decola has them copied as text rather than formatted again.
+    """
     if Path(output).resolve() == Path(input_path).resolve():
         raise DecolaError(f"refusing to overwrite the input {input_path}; choose another --output")
     data = PseudoFile.load(input_path)
-    keep = nms_keep(data.boxes, iou_threshold, class_aware)
-    kept = data.boxes.select(keep)
+    info = {
+        **data.info,
+        "deduplicated_from": str(input_path),
+        "iou_threshold": iou_threshold,
+        "class_aware": class_aware,
+    }
+    deduplicated = data.subset(nms_keep(data.boxes, iou_threshold, class_aware), info)
+    kept = deduplicated.boxes
     labels = {
         k: s.get("min_size") or Path(s["path"]).stem
         for k, s in enumerate(data.info.get("merged_from", []))
@@ -110,66 +125,80 @@ def dedup(
     for k in np.unique(data.boxes.source):
         name = f"min size {labels[int(k)]}" if int(k) in labels else f"input {int(k)}"
         per_source[name] = (int((data.boxes.source == k).sum()), int((kept.source == k).sum()))
-    info = {
-        **data.info,
-        "deduplicated_from": str(input_path),
-        "iou_threshold": iou_threshold,
-        "class_aware": class_aware,
-    }
-    data.with_boxes(kept, info).write(output, protect=(Path(input_path),))
+    deduplicated.write(output, protect=(Path(input_path),))
     return DedupReport(len(data.boxes), len(kept), per_source)
 
 
 def nms_keep(boxes: BoxColumns, iou_threshold: float, class_aware: bool = True) -> np.ndarray:
-    """Indices kept by per-image (and per-class) NMS, in the input order.
+    """Indices kept by greedy per-image (and per-class) NMS, in the input order.
 
-    Boxes are converted from xywh to corners first (the original fed xywh to NMS). Groups are
-    tiny (one box per label and size), so groups of up to ``SMALL_GROUP`` boxes are suppressed
-    all at once with padded pairwise IoUs; larger groups go through torchvision's NMS.
+    Boxes are converted from xywh to corners first (the original fed xywh to NMS). A box is
+    suppressed by a higher-scoring kept box of its group with IoU > ``iou_threshold`` (ties in
+    score: the earlier box wins), as torchvision's ``nms`` does. Groups are tiny (one box per
+    label and size), so they are bucketed by size (padded beyond 8) and suppressed many at
+    once; the Python loop runs over positions within a bucket, never over groups.
     """
     n = len(boxes)
     if n == 0:
         return np.zeros(0, np.int64)
-    xyxy = boxes.bbox.copy()
-    xyxy[:, 2:] += xyxy[:, :2]
-    _, group = np.unique(boxes.image_id, return_inverse=True)
-    if class_aware:
-        _, cls = np.unique(boxes.category_id, return_inverse=True)
-        group = group.astype(np.int64) * (cls.max() + 1) + cls
-    order = np.lexsort((np.arange(n), -boxes.score, group))  # by group, score descending
-    sorted_group = group[order]
-    starts = np.r_[0, np.nonzero(np.diff(sorted_group))[0] + 1]
+    group = _group_key(boxes, class_aware)
+    order = np.argsort(group, kind="stable")  # cheap: files are sorted by image already
+    starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
     sizes = np.diff(np.r_[starts, n])
     keep = np.zeros(n, bool)
-    small = sizes <= SMALL_GROUP
     keep[order[starts[sizes == 1]]] = True
-    for g in range(2, SMALL_GROUP + 1):
-        chosen = starts[small & (sizes == g)]
-        if chosen.size:
-            members = order[chosen[:, None] + np.arange(g)]  # (groups, g), best score first
-            keep[members[_greedy_small(xyxy[members], iou_threshold)]] = True
-    for start, size in zip(starts[~small], sizes[~small], strict=True):
-        members = order[start : start + size]
-        kept = nms(
-            torch.from_numpy(xyxy[members]), torch.from_numpy(boxes.score[members]), iou_threshold
-        )
-        keep[members[kept.numpy()]] = True
-    return np.nonzero(keep)[0]
+    width = np.where(sizes <= 8, sizes, 2 ** np.ceil(np.log2(np.maximum(sizes, 1))).astype(int))
+    for w in np.unique(width[sizes > 1]).tolist():
+        chosen = np.flatnonzero((width == w) & (sizes > 1))
+        for part in np.array_split(chosen, -(-len(chosen) * w * w // GROUP_CHUNK)):
+            position = np.arange(w)
+            valid = position < sizes[part, None]  # (groups, w): padding is not a box
+            members = order[np.where(valid, starts[part, None] + position, starts[part, None])]
+            score = np.where(valid, -boxes.score[members], np.inf)
+            by_score = np.argsort(score, axis=1, kind="stable")  # best first, padding last
+            members = np.take_along_axis(members, by_score, 1)
+            kept = _greedy(boxes.bbox[members], valid, iou_threshold)
+            keep[members[kept]] = True
+    return np.flatnonzero(keep)
 
 
-def _greedy_small(b: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy NMS for many groups of g score-sorted boxes at once: (groups, g, 4) -> kept mask."""
-    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    lt = np.maximum(b[:, :, None, :2], b[:, None, :, :2])
-    rb = np.minimum(b[:, :, None, 2:], b[:, None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    iou = inter / (area[:, :, None] + area[:, None, :] - inter)
-    kept = np.ones(b.shape[:2], bool)
-    for i in range(1, b.shape[1]):
-        suppressed = (kept[:, :i] & (iou[:, :i, i] > threshold)).any(1)
-        kept[:, i] = ~suppressed
-    return kept
+def _group_key(boxes: BoxColumns, class_aware: bool) -> np.ndarray:
+    """One integer per box naming its NMS group: its image, or its image and class."""
+    image, category = boxes.image_id, boxes.category_id
+    if not class_aware:
+        return image
+    if min(image.min(), category.min()) < 0 or int(image.max()) >= np.iinfo(np.int64).max // (
+        int(category.max()) + 1
+    ):  # ids outside the usual range: use their ranks
+        image = np.unique(image, return_inverse=True)[1].astype(np.int64)
+        category = np.unique(category, return_inverse=True)[1].astype(np.int64)
+    return image * (int(category.max()) + 1) + category
+
+
+def _greedy(xywh: np.ndarray, valid: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS of many groups of w score-sorted xywh boxes at once: (groups, w, 4) -> kept
+    mask. The boxes become corners (x1, y1, x2 = x + w, y2 = y + h) first.
+
+    Works on (position, group) arrays so each step is one contiguous vector operation; IoUs are
+    computed for the w(w-1)/2 pairs only, with torchvision's formula (IoU NaN for empty boxes,
+    which never suppresses)."""
+    w = xywh.shape[1]
+    later, earlier = np.tril_indices(w, -1)  # pairs (j, i < j), grouped by j
+    x1, y1, width, height = (np.ascontiguousarray(xywh[:, :, k].T) for k in range(4))
+    x2, y2 = x1 + width, y1 + height
+    area = (x2 - x1) * (y2 - y1)
+    inter_w = np.minimum(x2[earlier], x2[later])
+    inter_w -= np.maximum(x1[earlier], x1[later])
+    inter_h = np.minimum(y2[earlier], y2[later])
+    inter_h -= np.maximum(y1[earlier], y1[later])
+    inter = np.maximum(inter_w, 0) * np.maximum(inter_h, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overlaps = inter / (area[earlier] + area[later] - inter) > threshold  # (pairs, groups)
+    kept = np.ascontiguousarray(valid.T)
+    for j in range(1, w):
+        first = j * (j - 1) // 2
+        kept[j] &= ~(overlaps[first : first + j] & kept[:j]).any(0)
+    return kept.T
 
 
 def _same_set(a: PseudoFile, b: PseudoFile, path_a, path_b) -> None:

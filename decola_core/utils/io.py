@@ -50,9 +50,12 @@ def read_json_file(path: str | Path, what: str = "annotation file"):
     """Parse a JSON file with orjson; missing or invalid files are one-line DecolaErrors."""
     import orjson
 
+    from decola_core.utils.memory import gc_paused
+
     path = Path(path)
     try:
-        return orjson.loads(path.read_bytes())
+        with gc_paused():
+            return orjson.loads(path.read_bytes())
     except FileNotFoundError:
         raise DecolaError(f"{what} not found: {path}") from None
     except orjson.JSONDecodeError as err:
