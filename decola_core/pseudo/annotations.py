@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from operator import methodcaller
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,15 @@ from decola_core.utils.memory import gc_paused
 
 @dataclass
 class BoxColumns:
-    """n boxes: image ids, category ids, xywh boxes, scores and the index of their input."""
+    """n boxes: image ids, category ids, xywh boxes, scores, the index of their input and their
+    record ids (None: numbered 1..n when written)."""
 
     image_id: np.ndarray
     category_id: np.ndarray
     bbox: np.ndarray
     score: np.ndarray
     source: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    record_id: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image_id.shape[0])
@@ -38,7 +40,15 @@ class BoxColumns:
             self.bbox[index],
             self.score[index],
             self.source[index],
+            None if self.record_id is None else self.record_id[index],
         )
+
+    def numbered(self) -> BoxColumns:
+        """These boxes with their record ids made explicit (1..n where there were none)."""
+        if self.record_id is not None:
+            return self
+        ids = np.arange(1, len(self) + 1, dtype=np.int64)
+        return BoxColumns(self.image_id, self.category_id, self.bbox, self.score, self.source, ids)
 
     @classmethod
     def merged_by_image(cls, parts: list[BoxColumns]) -> BoxColumns:
@@ -66,11 +76,20 @@ class BoxColumns:
     ) -> BoxColumns:
         n = len(records)
         image_id, category_id, bbox, score = record_columns(records, what, default_score=1.0)
-        if "source" in (records[0] if records else {}):
+        first = records[0] if records else {}
+        if "source" in first:
             src = np.fromiter(map(methodcaller("get", "source", source), records), np.int64, n)
         else:
             src = np.full(n, source, np.int64)
-        return cls(image_id, category_id, bbox, score, src)
+        record_id = None
+        if "id" in first:
+            try:
+                record_id = np.fromiter(map(itemgetter("id"), records), np.int64, n)
+            except (KeyError, TypeError, ValueError):
+                raise DecolaError(
+                    f"{what}: some annotations have an integer 'id', others not"
+                ) from None
+        return cls(image_id, category_id, bbox, score, src, record_id)
 
 
 @dataclass
@@ -116,11 +135,11 @@ class PseudoFile:
         return PseudoFile(boxes, self.images_json, self.categories_json, self.image_ids, info)
 
     def subset(self, keep: np.ndarray, info: dict[str, Any]) -> PseudoFile:
-        """The boxes at the sorted indices ``keep``; written, they keep their record ids."""
+        """The boxes at the sorted indices ``keep``, keeping their record ids."""
         records_in = None
         if self.records_in is not None:
             records_in = (self.records_in[0], self.records_in[1][keep])
-        subset = self.with_boxes(self.boxes.select(keep), info)
+        subset = self.with_boxes(self.boxes.numbered().select(keep), info)
         subset.records_in = records_in
         return subset
 
@@ -165,8 +184,9 @@ class PseudoFile:
     def write(self, path: str | Path, *, protect: tuple[Path, ...] = ()) -> None:
         """Stream the file out atomically, then its sidecar.
 
-        Records get ids 1..n in the current order, except for a subset of a file read through
-        its sidecar: those records are copied verbatim from that file, ids included.
+        Records keep their ids, or are numbered 1..n in the current order when they have none.
+        A subset of a file read through its sidecar is copied verbatim from that file (the same
+        bytes as formatting it).
         """
         import orjson
 
@@ -187,10 +207,11 @@ class PseudoFile:
         _write_sidecar(path, self, _sidecar(path), (*parts_at, records_at), lengths)
 
 
-SIDECAR_VERSION = 5
+SIDECAR_VERSION = 6
 _SIDECAR_FIELDS = (
     "json_spans",
     "record_lengths",
+    "record_ids",
     "image_id",
     "category_id",
     "bbox",
@@ -241,6 +262,7 @@ def _write_sidecar(
         np.array(_stamp(path), np.int64),
         np.array(json_spans or (), np.int64),
         lengths.astype(np.int32),
+        np.zeros(0, np.int64) if b.record_id is None else b.record_id,
         b.image_id,
         b.category_id,
         b.bbox,
@@ -273,7 +295,8 @@ def _read_sidecar(path: Path, sidecar: Path) -> PseudoFile | None:
     except (OSError, ValueError, EOFError):
         return None
     source = z["source"].astype(np.int64)
-    boxes = BoxColumns(z["image_id"], z["category_id"], z["bbox"], z["score"], source)
+    ids = z["record_ids"] if len(z["record_ids"]) else None
+    boxes = BoxColumns(z["image_id"], z["category_id"], z["bbox"], z["score"], source, ids)
     loaded = PseudoFile(
         boxes, images_json, categories_json, z["image_ids"], orjson.loads(z["info_json"].tobytes())
     )
