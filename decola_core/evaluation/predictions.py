@@ -18,6 +18,7 @@ import numpy as np
 
 from decola_core.errors import DecolaError
 from decola_core.utils.memory import gc_paused
+from decola_core.utils.parallel import fork_map, fork_workers
 
 
 @dataclass
@@ -48,22 +49,34 @@ class Predictions:
     @classmethod
     @gc_paused()
     def load(cls, path: str | Path) -> Predictions:
-        """A results JSON array, a JSON-lines shard, or a folder of ``*.jsonl`` shards."""
+        """A results JSON array, a JSON-lines shard, or a folder of ``*.jsonl`` shards.
+
+        Large inputs are parsed by forked workers (Linux): a folder shard by shard, a results
+        array in parts split at record boundaries.
+        """
         import orjson
 
         path = Path(path)
         if path.is_dir():
-            return cls.concat([cls.load(p) for p in sorted(path.glob("*.jsonl"))])
+            shards = sorted(path.glob("*.jsonl"))
+            size = sum(p.stat().st_size for p in shards)
+            workers = fork_workers(size, PARALLEL_PARSE_BYTES) if len(shards) > 1 else 1
+            if workers > 1:
+                return cls.concat(fork_map(_load_shard, None, shards, workers))
+            return cls.concat([cls.load(p) for p in shards])
         if not path.is_file():
             raise DecolaError(f"predictions not found: {path}")
         raw = path.read_bytes()
         if not raw.strip():
             raise DecolaError(f"{path}: the file is empty (expected a JSON array of detections)")
+        if path.suffix == ".jsonl":
+            raw = b"[" + b",".join(line for line in raw.splitlines() if line.strip()) + b"]"
+        else:
+            parallel = _load_array_in_parts(raw, str(path))
+            if parallel is not None:
+                return parallel
         try:
-            if path.suffix == ".jsonl":
-                records = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
-            else:
-                records = orjson.loads(raw)
+            records = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
             raise DecolaError(f"{path}: invalid JSON ({err})") from None
         if not isinstance(records, list):
@@ -204,3 +217,60 @@ def record_columns(
             f"{what}: every record needs {needs} ({type(err).__name__}: {err})"
         ) from None
     return image_id, category_id, bbox, score
+
+
+PARALLEL_PARSE_BYTES = 16 << 20  # below this, parsing in one process is as fast
+
+
+def _load_shard(_: None, path: Path) -> Predictions:
+    return Predictions.load(path)
+
+
+def _load_array_in_parts(raw: bytes, source: str) -> Predictions | None:
+    """Parse a large results array in forked workers; None where it does not pay off or the
+    array cannot be split (the caller then parses it whole, reporting any error)."""
+    import orjson
+
+    workers = fork_workers(len(raw), PARALLEL_PARSE_BYTES)
+    parts = _record_aligned_parts(raw, 4 * workers) if workers > 1 else None
+    if not parts:
+        return None
+    try:
+        return Predictions.concat(fork_map(_parse_part, (raw, source), parts, workers))
+    except (DecolaError, orjson.JSONDecodeError):
+        return None
+
+
+def _record_aligned_parts(raw: bytes, count: int) -> list[tuple[int, int]] | None:
+    """About ``count`` byte ranges of the objects of a JSON array, split between objects.
+
+    A split is placed at a ``}`` followed by ``,`` and ``{`` (whitespace allowed). Should that
+    sequence lie inside a string or a nested list, a part fails to parse and the caller falls
+    back to one parse, so a wrong split costs time, never correctness.
+    """
+    first, last = raw.find(b"["), raw.rfind(b"]")
+    if first < 0 or last <= first or raw[:first].strip() or raw[last + 1 :].strip():
+        return None
+    parts, start = [], first + 1
+    for target in np.linspace(first, last, count + 1)[1:-1].astype(int).tolist():
+        end = raw.find(b"}", max(target, start), last)
+        while end >= 0:
+            after = raw[end + 1 : end + 64].lstrip()
+            if after.startswith(b",") and after[1:].lstrip().startswith(b"{"):
+                break
+            end = raw.find(b"}", end + 1, last)
+        if end < 0:
+            break
+        parts.append((start, end + 1))
+        start = raw.index(b",", end + 1) + 1
+    parts.append((start, last))
+    return parts if len(parts) > 1 else None
+
+
+@gc_paused()
+def _parse_part(shared: tuple[bytes, str], bounds: tuple[int, int]) -> Predictions:
+    import orjson
+
+    raw, source = shared
+    records = orjson.loads(b"[" + raw[bounds[0] : bounds[1]] + b"]")
+    return Predictions.from_records(records, source)

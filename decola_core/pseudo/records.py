@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+from decola_core.utils.parallel import fork_map, fork_workers
 
 if TYPE_CHECKING:
     from decola_core.pseudo.annotations import BoxColumns
@@ -51,11 +51,7 @@ def write_formatted(out: IO[bytes], boxes: BoxColumns, workers: int | None = Non
 
 def formatting_workers(num_boxes: int) -> int:
     """How many processes format ``num_boxes`` records (1: this one)."""
-    if num_boxes < PARALLEL_MIN_BOXES or sys.platform != "linux":
-        return 1
-    if threading.active_count() > 1:  # forking beside live threads is unsafe
-        return 1
-    return min(len(os.sched_getaffinity(0)), 8)
+    return fork_workers(num_boxes, PARALLEL_MIN_BOXES)
 
 
 def format_records(boxes: BoxColumns, start: int, stop: int) -> tuple[bytes, np.ndarray]:
@@ -121,8 +117,8 @@ def copy_records(out: IO[bytes], source: Path, spans: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Placement:
-    """What forked workers share: the columns (copy-on-write), the output file descriptor, and
-    where each chunk starts (-1 until the chunks before it are formatted)."""
+    """What the forked workers share: the columns, the output file descriptor, and where each
+    chunk starts (-1 until the chunks before it are formatted)."""
 
     boxes: BoxColumns
     bounds: list[tuple[int, int]]
@@ -131,31 +127,21 @@ class _Placement:
     known: Any  # multiprocessing Condition, notified when a start becomes known
 
 
-_PLACEMENT: _Placement | None = None
-
-
 def _write_in_workers(
     out: IO[bytes], boxes: BoxColumns, bounds: list[tuple[int, int]], workers: int
 ) -> np.ndarray:
-    global _PLACEMENT
     context = multiprocessing.get_context("fork")
     out.flush()
     starts = context.RawArray("q", [-1] * (len(bounds) + 1))
     starts[0] = out.tell()
-    _PLACEMENT = _Placement(boxes, bounds, out.fileno(), starts, context.Condition())
-    try:
-        # chunks are handed out in order, so the chunk a worker waits on is always in hand
-        with context.Pool(workers) as pool:
-            lengths = list(pool.imap(_format_and_place, range(len(bounds))))
-    finally:
-        _PLACEMENT = None
+    placement = _Placement(boxes, bounds, out.fileno(), starts, context.Condition())
+    # chunks are handed out in order, so the chunk a worker waits on is always in hand
+    lengths = fork_map(_format_and_place, placement, range(len(bounds)), workers)
     out.seek(starts[len(bounds)])
     return np.concatenate(lengths)
 
 
-def _format_and_place(chunk: int) -> np.ndarray:
-    job = _PLACEMENT
-    assert job is not None
+def _format_and_place(job: _Placement, chunk: int) -> np.ndarray:
     text, lengths = format_records(job.boxes, *job.bounds[chunk])
     parts = [b",", text] if chunk else [text]
     with job.known:
