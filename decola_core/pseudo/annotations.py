@@ -181,8 +181,10 @@ class PseudoFile:
         return loaded
 
     @gc_paused()
-    def write(self, path: str | Path, *, protect: tuple[Path, ...] = ()) -> None:
-        """Stream the file out atomically, then its sidecar.
+    def write(
+        self, path: str | Path, *, protect: tuple[Path, ...] = (), sidecar: bool = True
+    ) -> None:
+        """Stream the file out atomically, then (unless ``sidecar`` is False) its sidecar.
 
         Records keep their ids, or are numbered 1..n in the current order when they have none.
         A subset of a file read through its sidecar is copied verbatim from that file (the same
@@ -203,11 +205,14 @@ class PseudoFile:
             else:
                 lengths = write_formatted(out, self.boxes)
             out.write(b"]}\n")
-        parts_at = (len(head), len(self.categories_json), images_at, len(self.images_json))
-        _write_sidecar(path, self, _sidecar(path), (*parts_at, records_at), lengths)
+        if sidecar:
+            parts_at = (len(head), len(self.categories_json), images_at, len(self.images_json))
+            _write_sidecar(path, self, _sidecar(path), (*parts_at, records_at), lengths)
+        else:
+            _sidecar(path).unlink(missing_ok=True)  # one left from an earlier file is stale
 
 
-SIDECAR_VERSION = 6
+SIDECAR_VERSION = 7
 _SIDECAR_FIELDS = (
     "json_spans",
     "record_lengths",
@@ -263,17 +268,23 @@ def _write_sidecar(
         np.array(json_spans or (), np.int64),
         lengths.astype(np.int32),
         np.zeros(0, np.int64) if b.record_id is None else b.record_id,
-        b.image_id,
-        b.category_id,
+        _narrow(b.image_id),
+        _narrow(b.category_id),
         b.bbox,
         b.score,
-        b.source.astype(np.int32) if not len(b) or np.abs(b.source).max() < 2**31 else b.source,
+        _narrow(b.source),
         data.image_ids,
         *(np.frombuffer(text, np.uint8) for text in (*parts, orjson.dumps(data.info))),
     )
     with atomic_open(sidecar, "wb") as handle:
         for array in arrays:
             np.save(handle, array, allow_pickle=False)
+
+
+def _narrow(ids: np.ndarray) -> np.ndarray:
+    """Integer ids as int32 when they fit (read back as int64): a smaller sidecar to write."""
+    fits = not len(ids) or (ids.min() >= -(2**31) and ids.max() < 2**31)
+    return ids.astype(np.int32) if fits else ids
 
 
 def _read_sidecar(path: Path, sidecar: Path) -> PseudoFile | None:
@@ -294,9 +305,11 @@ def _read_sidecar(path: Path, sidecar: Path) -> PseudoFile | None:
                 images_json = _read_span(source, *spans[2:4])
     except (OSError, ValueError, EOFError):
         return None
-    source = z["source"].astype(np.int64)
+    image_id, category_id, source = (
+        z[name].astype(np.int64) for name in ("image_id", "category_id", "source")
+    )
     ids = z["record_ids"] if len(z["record_ids"]) else None
-    boxes = BoxColumns(z["image_id"], z["category_id"], z["bbox"], z["score"], source, ids)
+    boxes = BoxColumns(image_id, category_id, z["bbox"], z["score"], source, ids)
     loaded = PseudoFile(
         boxes, images_json, categories_json, z["image_ids"], orjson.loads(z["info_json"].tobytes())
     )

@@ -125,7 +125,8 @@ def dedup(
     for k in np.unique(data.boxes.source):
         name = f"min size {labels[int(k)]}" if int(k) in labels else f"input {int(k)}"
         per_source[name] = (int((data.boxes.source == k).sum()), int((kept.source == k).sum()))
-    deduplicated.write(output, protect=(Path(input_path),))
+    # the chain ends here: the next reader (training) parses the JSON, so no sidecar
+    deduplicated.write(output, protect=(Path(input_path),), sidecar=False)
     return DedupReport(len(data.boxes), len(kept), per_source)
 
 
