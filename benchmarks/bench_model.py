@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _common import add_reference_dir_argument
+from _common import add_reference_dir_argument, run_child
 
 RECIPE = "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x"
 SIZES = ((512, 512), (480, 512))  # the original's benchmark batch
@@ -131,22 +129,15 @@ def main() -> None:
         return
     results = {}
     for name in ("msda", "eval", "eval_k50", "train"):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                name,
-                "--threads",
-                str(args.threads),
-                "--reference-dir",
-                str(args.reference_dir),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        results[name] = run_child(
+            __file__,
+            "--child",
+            name,
+            "--threads",
+            str(args.threads),
+            "--reference-dir",
+            str(args.reference_dir),
         )
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     original = json.loads((args.reference_dir / "timing_full_r50_cpu.json").read_text())
     print(f"DECOLA {RECIPE}, CPU, {args.threads} threads, batch 2 ({SIZES[0]} + {SIZES[1]}), fp32")
     header = ("measurement", "decola s", "original s", "speed-up", "peak MiB")

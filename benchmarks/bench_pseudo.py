@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import run_child
 
 
 def make_inputs(root: Path, num_images: int, num_sizes: int) -> None:
@@ -243,22 +242,9 @@ def main() -> None:
         )
         results = {}
         for name in ("decola", "original"):
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--child",
-                    name,
-                    "--root",
-                    str(root),
-                    "--sizes",
-                    str(args.sizes),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
+            results[name] = run_child(
+                __file__, "--child", name, "--root", str(root), "--sizes", str(args.sizes)
             )
-            results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
         d, o = results["decola"], results["original"]
         print(f"{'chain':34s} {'seconds':>9s} {'peak MiB':>9s}")
         if d["workers"]:

@@ -306,6 +306,10 @@ def test_sidecar_is_used_only_while_the_json_is_unchanged(tmp_path: Path) -> Non
     assert PseudoFile.load(out).boxes.score.tolist() == [0.25]  # stale sidecar ignored
 
 
+def run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+
 def decola(*args: str) -> list[str]:
     return [sys.executable, "-m", "decola_cli.main", *args]
 
@@ -351,12 +355,7 @@ def self_label_args(data_root: Path, weights: Path, output: Path) -> list[str]:
 
 def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_phase1) -> None:
     data_root, weights = toy_phase1
-    full = subprocess.run(
-        self_label_args(data_root, weights, tmp_path / "full"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    full = run_cli(self_label_args(data_root, weights, tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     assert "--pseudo-labels" in full.stderr
     out = tmp_path / "killed"
@@ -374,9 +373,7 @@ def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_pha
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "pseudo_labels.json").exists()
-    resumed = subprocess.run(
-        self_label_args(data_root, weights, out), capture_output=True, text=True, timeout=600
-    )
+    resumed = run_cli(self_label_args(data_root, weights, out))
     assert resumed.returncode == 0, resumed.stderr
     for shard in sorted((tmp_path / "full").glob("minsize_*/shard_*.jsonl")):
         assert (out / shard.relative_to(tmp_path / "full")).read_bytes() == shard.read_bytes()
@@ -390,12 +387,7 @@ def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_pha
     )
     final = PseudoFile.load(out / "pseudo_labels.json")
     assert len(final.boxes) <= 128 and set(np.unique(final.boxes.source)) <= {0, 1}
-    changed = subprocess.run(
-        self_label_args(data_root, weights, out)[:-1] + ["--max-size", "200"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    changed = run_cli(self_label_args(data_root, weights, out)[:-1] + ["--max-size", "200"])
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
@@ -430,14 +422,9 @@ def test_vectorised_nms_equals_torchvision_per_group(num_images: int, class_awar
 
 def test_phase2_offline_trains_on_the_deduplicated_file(tmp_path: Path, toy_phase1) -> None:
     data_root, weights = toy_phase1
-    labelled = subprocess.run(
-        self_label_args(data_root, weights, tmp_path / "pseudo"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    labelled = run_cli(self_label_args(data_root, weights, tmp_path / "pseudo"))
     assert labelled.returncode == 0, labelled.stderr
-    trained = subprocess.run(
+    trained = run_cli(
         decola(
             "train",
             "--phase",
@@ -456,10 +443,7 @@ def test_phase2_offline_trains_on_the_deduplicated_file(tmp_path: Path, toy_phas
             str(tmp_path / "run"),
             "--max-iter",
             "2",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        )
     )
     assert trained.returncode == 0, trained.stderr
     assert "pseudo_labels: 64 images (box" in trained.stderr
