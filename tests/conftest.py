@@ -1,9 +1,13 @@
 """Shared test set-up: one torch thread (OpenMP contention on 2 shared cores makes steps 10x
-slower), GPU tests skipped without CUDA, and the reference-data folder."""
+slower), a throw-away cache folder (tests never touch the user's), GPU tests skipped without
+CUDA, and the reference-data folder."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["DECOLA_CACHE_DIR"] = tempfile.mkdtemp(prefix="decola-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DECOLA_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:
