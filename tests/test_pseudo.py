@@ -108,6 +108,9 @@ def test_convert_caches_the_image_info_and_notices_changes(tmp_path: Path) -> No
     assert len(list(cache.rglob("*.npy"))) == 1
     convert(preds, info, tmp_path / "b.json", cache_dir=cache)  # served from the cache
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    assert convert(preds, info, tmp_path / "d.json", cache_dir=blocked) == 1  # cache optional
     image_info(tmp_path, images=2)  # the file changes: image 3 is gone
     with pytest.raises(DecolaError, match="image ids that are not in"):
         convert(preds, info, tmp_path / "c.json", cache_dir=cache)

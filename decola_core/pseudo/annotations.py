@@ -4,6 +4,7 @@ one back by streaming, never holding a Python dict per box."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from operator import itemgetter, methodcaller
 from pathlib import Path
@@ -16,6 +17,8 @@ from decola_core.evaluation.predictions import record_columns
 from decola_core.pseudo.records import copy_records, write_formatted
 from decola_core.utils.io import atomic_open, read_json_file
 from decola_core.utils.memory import gc_paused
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,7 +180,10 @@ class PseudoFile:
             data["images"], data.get("categories", []), boxes, data.get("info", {})
         )
         if cache_dir is not None:
-            _write_sidecar(path, loaded, sidecar)
+            try:
+                _write_sidecar(path, loaded, sidecar)
+            except OSError as err:  # the cache only saves time: go on without it
+                log.warning("could not cache %s in %s (%s)", path, sidecar.parent, err)
         return loaded
 
     @gc_paused()

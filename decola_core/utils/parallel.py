@@ -8,7 +8,11 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from decola_core.errors import DecolaError
 
 _TASK: tuple[Callable[[Any, Any], Any], Any] | None = None  # what forked workers call
 
@@ -30,13 +34,19 @@ def fork_map(
     """``[function(shared, item) for item in items]``, computed by ``workers`` forked processes.
 
     Items are handed out one at a time and in order; results come back in order. ``shared`` is
-    inherited by the workers, never pickled.
+    inherited by the workers, never pickled. A worker that dies (killed for memory, say) is a
+    clear error, never a hang.
     """
     global _TASK
     _TASK = (function, shared)
+    context = multiprocessing.get_context("fork")
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return list(pool.imap(_call, items))
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            return list(pool.map(_call, items))
+    except BrokenProcessPool:
+        raise DecolaError(
+            "a worker process died (out of memory?); free memory or run on fewer cores"
+        ) from None
     finally:
         _TASK = None
 
