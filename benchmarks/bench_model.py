@@ -49,7 +49,8 @@ def _batch(prompts):
 def measure_train(reference_dir: Path) -> dict:
     import torch
 
-    from decola_core.modeling.criterion import DecolaCriterion, total_loss
+    from decola_core.modeling.criterion import total_loss
+    from decola_core.modeling.decola.criterion import DecolaCriterion
 
     model = _model(reference_dir).train()
     criterion = DecolaCriterion(fed_loss_weight=model.class_embed[-1].fed_loss_weight)

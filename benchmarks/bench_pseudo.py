@@ -178,7 +178,7 @@ def self_label_rates(tmp: Path) -> tuple[float, float, float]:
 
 def _decode_seconds(images: Path) -> float:
     """Mean seconds to read and decode one image of the set: the work one pass saves."""
-    from decola_core.data.lvis import read_image
+    from decola_core.data.images import read_image
 
     paths = sorted(p for p in images.rglob("*") if p.is_file())
     start = time.perf_counter()
@@ -191,7 +191,7 @@ def imagenet_jpeg_decode_seconds(tmp: Path, repeat: int = 50) -> float:
     """Seconds to read and decode an ImageNet-sized (500x375, quality 90) photo-like JPEG."""
     from PIL import Image
 
-    from decola_core.data.lvis import read_image
+    from decola_core.data.images import read_image
 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:375, 0:500]

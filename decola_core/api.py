@@ -130,7 +130,7 @@ def _as_tensor(image) -> torch.Tensor:
     from decola_core.modeling.predictor import as_uint8_chw
 
     if isinstance(image, (str, Path)):
-        from decola_core.data.lvis import read_image
+        from decola_core.data.images import read_image
 
         return read_image(Path(image))
     return as_uint8_chw(image)

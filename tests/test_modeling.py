@@ -10,7 +10,8 @@ import torch
 
 from decola_core.config import load_recipe
 from decola_core.modeling import build_model, load_weights, postprocess
-from decola_core.modeling.criterion import DecolaCriterion, sigmoid_focal_loss, total_loss
+from decola_core.modeling.criterion import sigmoid_focal_loss, total_loss
+from decola_core.modeling.decola.criterion import DecolaCriterion
 from decola_core.modeling.detector import DetectorOutput
 from decola_core.modeling.matcher import HungarianMatcher
 from decola_core.modeling.predictor import Predictor, resize_shortest_edge
@@ -302,7 +303,7 @@ def test_resnet_freeze_at_and_frozen_batch_norm() -> None:
 
 
 def test_baseline_losses_and_max_size_loss(toy_data_root) -> None:
-    from decola_core.modeling.criterion import BaselineCriterion, max_size_loss
+    from decola_core.modeling.boxsup.criterion import BaselineCriterion, max_size_loss
 
     model = build_model(load_recipe("toy/BoxSup-DeformDETR_Toy"), data_root=toy_data_root).train()
     criterion = BaselineCriterion(fed_loss_weight=model.fed_loss_weight, fed_loss_num_classes=4)

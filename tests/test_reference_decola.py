@@ -12,7 +12,8 @@ import torch
 
 from decola_core.config.importer import import_original
 from decola_core.modeling import build_model, load_weights, postprocess
-from decola_core.modeling.criterion import DecolaCriterion, total_loss
+from decola_core.modeling.criterion import total_loss
+from decola_core.modeling.decola.criterion import DecolaCriterion
 from decola_core.structures.boxes import box_xyxy_to_cxcywh
 
 pytestmark = pytest.mark.reference

@@ -244,7 +244,7 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
 
 
 def test_learning_rate_groups_and_schedule() -> None:
-    from decola_core.engine.trainer import lr_factor, param_groups
+    from decola_core.engine.solver import lr_factor, param_groups
 
     recipe = load_recipe("DECOLA_PHASE1_Lbase_CLIP_R5021k_4x")
     model = torch.nn.Module()

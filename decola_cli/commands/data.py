@@ -83,7 +83,8 @@ def check_command(
     workers: Annotated[int | None, typer.Option(min=1, help="Threads (default: cores).")] = None,
 ) -> None:
     """Open every image; unreadable ones go to <annotations>.skip.txt, which loaders honour."""
-    from decola_core.data.prepare import check_images, skip_list_path
+    from decola_core.data.images import skip_list_path
+    from decola_core.data.prepare import check_images
     from decola_core.utils.progress import progress_bar
 
     with progress_bar("img", console=err) as bar:

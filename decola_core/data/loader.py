@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from decola_core.config.schema import Recipe
 from decola_core.data.catalog import DatasetCatalog
-from decola_core.data.lvis import read_image
+from decola_core.data.images import read_image
 from decola_core.data.samplers import (
     BatchPlanner,
     TrainStream,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decola_core.data.prepare import read_skip_list
+from decola_core.data.images import read_skip_list
 from decola_core.errors import DatasetError
 from decola_core.utils.io import read_json_file
 
@@ -162,13 +162,3 @@ def _relative_path(img: dict, source: Path) -> str:
     if url:
         return "/".join(url.split("/")[-2:])
     raise DatasetError(f"{source}: image {img.get('id')} has neither file_name nor coco_url")
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """A (3, H, W) uint8 RGB tensor with EXIF orientation applied."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        array = np.asarray(image)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)

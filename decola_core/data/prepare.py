@@ -9,32 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from decola_core.data.images import IMAGE_SUFFIXES, image_size, skip_list_path
+from decola_core.data.lvis import LvisDataset
 from decola_core.errors import DatasetError
 from decola_core.utils.io import atomic_open, atomic_write_text, read_json_file
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-SKIP_SUFFIX = ".skip.txt"
-
-
-def skip_list_path(annotations: str | Path) -> Path:
-    """Where ``decola data check`` lists the unreadable images of an annotation file."""
-    annotations = Path(annotations)
-    return annotations.with_name(annotations.name + SKIP_SUFFIX)
-
-
-def read_skip_list(annotations: str | Path) -> set[int]:
-    """Image ids listed as unreadable beside ``annotations`` (empty when there is no list)."""
-    path = skip_list_path(annotations)
-    if not path.is_file():
-        return set()
-    ids = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        field = line.split("\t", 1)[0].strip()
-        if field and not field.startswith("#"):
-            if not field.isdigit():
-                raise DatasetError(f"{path}:{number}: expected an image id, got {field!r}")
-            ids.add(int(field))
-    return ids
 
 
 def _write_json(path: Path, data: dict, protect: Iterable[Path] = ()) -> None:
@@ -97,16 +75,6 @@ def wordnet_synsets(wnids: Iterable[str]) -> dict[str, str]:
         return {w: wordnet.synset_from_pos_and_offset(w[0], int(w[1:])).name() for w in wnids}
     except LookupError as err:
         raise DatasetError(f"nltk has no wordnet data ({err}); pass --synset-map FILE") from None
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as displayed, i.e. with the EXIF orientation applied."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        width, height = image.size
-        orientation = image.getexif().get(0x0112, 1)
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def prepare_imagenet_lvis(
@@ -184,8 +152,6 @@ def check_images(
 ) -> list[tuple[int, str, str]]:
     """Decode every image of an LVIS/COCO file; returns (image id, file, reason) for each that
     fails and writes them as the skip list beside the file (removed when all open)."""
-    from decola_core.data.lvis import LvisDataset
-
     dataset = LvisDataset(annotations, image_root, skip_unreadable=False)
     records = [dataset.record(i) for i in range(len(dataset))]
     with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:

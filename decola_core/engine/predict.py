@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from decola_core.data.prepare import IMAGE_SUFFIXES
+from decola_core.data.images import IMAGE_SUFFIXES
 from decola_core.errors import DecolaError
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
@@ -135,7 +135,7 @@ def run_predict(
 ) -> list[Path]:
     """Detect in every image; write ``<stem>.json`` and ``<stem>.png`` per image (atomically).
     Returns the JSON paths. Output names keep the folder structure when stems collide."""
-    from decola_core.data.lvis import read_image
+    from decola_core.data.images import read_image
     from decola_core.utils.io import atomic_open, atomic_write_text
 
     names = predictor.class_names

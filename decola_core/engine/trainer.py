@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,79 +22,68 @@ from torch import nn
 
 from decola_core.config.schema import Recipe
 from decola_core.data.loader import TrainBatch, TrainData
+from decola_core.engine import solver as solvers
 from decola_core.engine.checkpointer import Checkpointer
 from decola_core.engine.distributed import DistContext
+from decola_core.engine.hooks import (
+    Hook,
+    MetricsWriter,
+    OnLog,
+    PeriodicCheckpointer,
+    StepResult,
+    Visualiser,
+)
 from decola_core.errors import DecolaError
-from decola_core.modeling.criterion import BaselineCriterion, DecolaCriterion, total_loss
-from decola_core.modeling.detector import DecolaDETR
-from decola_core.modeling.prompts import training_prompts
+from decola_core.modeling.checkpoint import load_weights
+from decola_core.modeling.criterion import total_loss
+from decola_core.modeling.interface import DetectionModel, TrainStep
 from decola_core.modeling.pseudo_labels import Teacher
 
 log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 5
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainOptions:
+    """How to run the loop (the recipe says what to train); defaults stated once, here."""
+
     output_dir: Path
-    data_root: Path
-    max_iter: int | None = None
-    checkpoint_period: int | None = None
+    data_root: Path = Path("datasets")
+    max_iter: int | None = None  # None: the recipe's solver.train_iter or max_iter
+    checkpoint_period: int | None = None  # None: the recipe's solver.checkpoint_period
     resume: bool = True
-    num_workers: int = 0
-    max_bad_images: int = 0
+    num_workers: int | None = None  # None: the recipe's data.num_workers
+    max_bad_images: int = 100
     keep_checkpoints: int = 3
-    teacher_weights: Path | None = None
     init_weights: Path | None = None
-    wandb: bool = False
+    teacher_weights: Path | None = None
 
 
-def param_groups(model: nn.Module, solver) -> list[dict]:
-    """AdamW groups by LR multiplier: x backbone_multiplier for backbone parameters and x
-    custom_multiplier for names containing any custom name (the factors stack)."""
-    groups: dict[float, list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        factor = 1.0
-        if "backbone" in name:
-            factor *= solver.backbone_multiplier
-        if any(key in name for key in solver.custom_multiplier_names):
-            factor *= solver.custom_multiplier
-        groups.setdefault(factor, []).append(param)
-    return [
-        {"params": params, "lr": solver.base_lr * factor}
-        for factor, params in sorted(groups.items())
-    ]
+class TrainingForward(nn.Module):
+    """Wraps a detector so that its forward is the family's training step: this is what DDP
+    wraps, so gradient synchronisation sees the real forward."""
 
+    def __init__(self, model: DetectionModel) -> None:
+        super().__init__()
+        self.model = model
 
-def lr_factor(solver, max_iter: int) -> Callable[[int], float]:
-    """Warmup (linear or constant from warmup_factor) times multi-step or cosine decay."""
-
-    def factor(it: int) -> float:
-        if solver.lr_scheduler == "cosine":
-            decay = 0.5 * (1 + math.cos(math.pi * it / max_iter))
-        else:
-            decay = solver.gamma ** sum(it >= s for s in solver.steps)
-        if it < solver.warmup_iters:
-            if solver.warmup_method == "constant":
-                return decay * solver.warmup_factor
-            alpha = it / solver.warmup_iters
-            return decay * (solver.warmup_factor * (1 - alpha) + alpha)
-        return decay
-
-    return factor
+    def forward(self, step: TrainStep) -> dict[str, torch.Tensor]:
+        return self.model.training_step(step)
 
 
 class Trainer:
-    """Trains the recipe's model; ``run()`` returns the path of ``model_final.pth``."""
+    """Trains the recipe's model; ``run()`` returns the path of ``model_final.pth``.
+
+    The loop knows nothing of the model's family: the model's ``training_step`` returns its
+    loss terms, ``needs_teacher`` says whether image-labelled data needs a teacher.
+    """
 
     def __init__(
         self,
         recipe: Recipe,
         options: TrainOptions,
         context: DistContext,
-        build: Callable[[Recipe], nn.Module],
+        build: Callable[[Recipe], DetectionModel],
     ) -> None:
         self.recipe, self.options, self.context = recipe, options, context
         self.solver = recipe.solver
@@ -110,18 +97,12 @@ class Trainer:
         self.model.backbone_fp16 = (
             self.solver.amp == "backbone-fp16" and context.device.type == "cuda"
         )
-        self.class_mode_model = isinstance(self.model, DecolaDETR)
         self.data = TrainData(
             recipe, options.data_root, rank=context.rank, world=context.world_size, seed=self.seed
         )
-        self.optimizer = self._optimizer()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_factor(self.solver, self.solver.max_iter)
-        )
-        self.scaler = torch.amp.GradScaler(
-            enabled=self.solver.amp in ("fp16", "backbone-fp16") and context.device.type == "cuda"
-        )
-        self.criterion = self._criterion()
+        self.optimizer = solvers.build_optimizer(self.model, self.solver)
+        self.scheduler = solvers.build_scheduler(self.optimizer, self.solver)
+        self.scaler = solvers.grad_scaler(self.solver, context.device)
         self.teacher: Teacher | None = None
         self.checkpointer = Checkpointer(options.output_dir, options.keep_checkpoints)
         self.start_iter = 0
@@ -131,51 +112,11 @@ class Trainer:
 
     # ---- set-up ----------------------------------------------------------------------------
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        groups = param_groups(self.model, self.solver)
-        if self.solver.optimizer == "adamw":
-            return torch.optim.AdamW(
-                groups, lr=self.solver.base_lr, weight_decay=self.solver.weight_decay
-            )
-        return torch.optim.SGD(
-            groups,
-            lr=self.solver.base_lr,
-            momentum=self.solver.momentum,
-            weight_decay=self.solver.weight_decay,
-        )
-
-    def _criterion(self):
-        loss, decola = self.recipe.model.loss, self.recipe.model.decola
-        weights = dict(
-            class_weight=loss.class_weight,
-            bbox_weight=loss.bbox_l1_weight,
-            giou_weight=loss.giou_weight,
-            use_fed_loss=loss.use_fed_loss,
-            fed_loss_num_classes=loss.fed_loss_num_classes,
-        )
-        if self.class_mode_model:
-            return DecolaCriterion(
-                **weights,
-                enc_loss_per_prompt_topk=decola.enc_loss_per_prompt_topk,
-                loss_only_within_image=decola.apply_loss_only_within_image,
-                no_box_loss_for_pseudo_labels=decola.no_box_loss_for_pseudo_labels,
-                fed_loss_weight=self.model.class_embed[-1].fed_loss_weight,
-            )
-        return BaselineCriterion(
-            **weights, weak_weight=loss.weak_weight, fed_loss_weight=self.model.fed_loss_weight
-        )
-
     def needs_teacher(self) -> bool:
-        return (
-            self.class_mode_model
-            and self.recipe.model.decola.use_pseudo_labeling_for_weak_loss
-            and "image" in self.data.ann_types
-        )
+        return self.model.needs_teacher(set(self.data.ann_types))
 
     def resume_or_initialise(self) -> None:
         """Resume from the newest checkpoint in the output dir, or load the initial weights."""
-        from decola_core.modeling.checkpoint import load_weights
-
         latest = self.checkpointer.latest() if self.options.resume else None
         if latest is not None:
             state = Checkpointer.load(latest)
@@ -216,31 +157,42 @@ class Trainer:
                 "use --no-resume or another --output-dir"
             )
 
+    def default_hooks(self, on_log: OnLog = None) -> list[Hook]:
+        """Metrics, visualisations (``logging.wandb.vis_period``) and periodic checkpoints."""
+        out = self.options.output_dir
+        return [
+            MetricsWriter(out / "metrics.jsonl", self.recipe.logging.period, on_log),
+            Visualiser(out / "vis", self.recipe.logging.wandb.vis_period, on_log),
+            PeriodicCheckpointer(self.period),
+        ]
+
     # ---- loop --------------------------------------------------------------------------------
 
-    def run(self, on_log: Callable[[dict], None] | None = None) -> Path:
+    def run(self, on_log: OnLog = None, hooks: list[Hook] | None = None) -> Path:
         self.resume_or_initialise()
-        model = self.model
+        hooks = self.default_hooks(on_log) if hooks is None else hooks
+        forward: nn.Module = TrainingForward(self.model)
         if self.context.world_size > 1:
-            model = nn.parallel.DistributedDataParallel(
-                self.model,
+            forward = nn.parallel.DistributedDataParallel(
+                forward,
                 device_ids=[self.context.device.index]
                 if self.context.device.type == "cuda"
                 else None,
                 broadcast_buffers=False,
                 find_unused_parameters=False,
             )
-        metrics_path = self.options.output_dir / "metrics.jsonl"
-        batches = self.data.batches(self.options.num_workers)
+        num_workers = self.options.num_workers
+        batches = self.data.batches(
+            self.recipe.data.num_workers if num_workers is None else num_workers
+        )
+        for hook in hooks:
+            hook.before_train(self)
         consecutive_skips = 0
-        last_time = time.perf_counter()
-        images_since_log = 0
         for it in range(self.start_iter, self.max_iter):
             batch = next(batches)
             self._count_bad(batch)
-            images_since_log += len(batch.samples) * self.context.world_size
             torch.manual_seed(derived_seed(self.seed, it, self.context.rank))
-            losses, image_ids = self._step_losses(model, batch, it)
+            losses, image_ids = self._step_losses(forward, batch, it)
             total = total_loss(losses)
             if not self._all_finite(total):
                 consecutive_skips += 1
@@ -260,87 +212,14 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(total).backward()
             self.scaler.unscale_(self.optimizer)
-            self._clip()
+            solvers.clip_gradients(self.model, self.solver)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self._advance_schedule()
-            done = it + 1
-            if (
-                done % self.recipe.logging.period == 0
-                or done == self.max_iter
-                or done == self.start_iter + 1
-            ):
-                now = time.perf_counter()
-                record = self._log_record(done, losses, total, now - last_time)
-                record["images_per_s"] = images_since_log / max(now - last_time, 1e-9)
-                last_time, images_since_log = now, 0
-                if self.context.is_main:
-                    with open(metrics_path, "a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                    if on_log is not None:
-                        on_log(record)
-            vis_period = self.recipe.logging.wandb.vis_period
-            if vis_period and done % vis_period == 0 and self.context.is_main:
-                self._visualise(batch, done, on_log)
-            if done % self.period == 0 and done < self.max_iter:
-                self._save(f"model_{done:07d}.pth", done)
-        final = self._save("model_final.pth", self.max_iter, pointer=False)
-        return final
-
-    @torch.no_grad()
-    def _visualise(self, batch: TrainBatch, done: int, on_log) -> None:
-        """Predictions (score > 0.1) and targets of the batch's first image, as PNGs in
-        ``<output>/vis`` (and to W&B through the log callback)."""
-        from decola_core.modeling.postprocess import postprocess
-        from decola_core.utils.draw import draw_boxes
-        from decola_core.utils.io import atomic_open
-
-        if not batch.samples:
-            return
-        sample = batch.samples[0]
-        h, w = sample.image.shape[1:]
-        was_training = self.model.training
-        self.model.eval()
-        out = self.model([sample.image.to(self.context.device)])
-        self.model.train(was_training)
-        det = postprocess(
-            out.pred_logits,
-            out.pred_boxes,
-            [(h, w)],
-            prompt_inds=out.prompt_inds,
-            max_detections=20,
-            score_threshold=0.1,
-        )[0]
-        from decola_core.structures.boxes import box_cxcywh_to_xyxy
-
-        gt = box_cxcywh_to_xyxy(sample.boxes) * torch.tensor([w, h, w, h])
-        pictures = {
-            "predictions": draw_boxes(
-                sample.image,
-                det.boxes.cpu(),
-                [f"{int(c)} {s:.2f}" for c, s in zip(det.labels, det.scores, strict=True)],
-                det.labels.tolist(),
-                fade=0.3,
-            ),
-            "targets": draw_boxes(
-                sample.image,
-                gt,
-                [str(int(c)) for c in sample.labels],
-                sample.labels.tolist(),
-                fade=0.3,
-            ),
-        }
-        folder = self.options.output_dir / "vis"
-        folder.mkdir(exist_ok=True)
-        for kind, picture in pictures.items():
-            with atomic_open(
-                folder / f"iter_{done:07d}_{batch.ann_type}_{kind}.png", "wb"
-            ) as handle:
-                picture.save(handle, format="PNG")
-        if on_log is not None:
-            on_log(
-                {"iter": done, "images": {f"{batch.ann_type}-{k}": p for k, p in pictures.items()}}
-            )
+            result = StepResult(it + 1, batch, losses, total)
+            for hook in hooks:
+                hook.after_step(self, result)
+        return self.save("model_final.pth", self.max_iter, pointer=False)
 
     def _advance_schedule(self) -> None:
         """One scheduler step per iteration, also for skipped steps (torch warns about the
@@ -349,61 +228,27 @@ class Trainer:
             warnings.simplefilter("ignore", UserWarning)
             self.scheduler.step()
 
-    def _step_losses(self, model, batch: TrainBatch, it: int):
+    def _step_losses(self, forward: nn.Module, batch: TrainBatch, it: int):
         device = self.context.device
         images = [s.image.to(device) for s in batch.samples]
-        targets = [{k: v.to(device) for k, v in t.items()} for t in batch.targets()]
-        image_labels = [s.image_labels.to(device) for s in batch.samples]
         image_ids = [s.image_id for s in batch.samples]
-        weak = batch.ann_type == "image"
-        generator = torch.Generator().manual_seed(derived_seed(self.seed, it, self.context.rank, 1))
         if not images:  # every image of the batch was unreadable
             zero = sum(p.sum() * 0.0 for p in self.model.parameters() if p.requires_grad)
             return {"loss_empty_batch": zero}, image_ids
-        if weak and self.teacher is not None:
-            pseudo = self.teacher(images, image_labels)
-            targets = [{"labels": p.labels, "boxes": p.boxes} for p in pseudo]
-        with self._autocast():
-            if self.class_mode_model:
-                object_mode = (
-                    np.random.default_rng([self.seed, it]).random()
-                    < self.recipe.model.decola.prob_a_object
-                )
-                prompts = (
-                    None
-                    if object_mode
-                    else training_prompts(
-                        [t["labels"] for t in targets],
-                        self.model.num_classes,
-                        image_labels=image_labels if weak else None,
-                        generator=generator,
-                    ).to(device)
-                )
-                out = model(images, prompts)
-                losses = self.criterion(out, targets, weak=weak)
-            else:
-                out = model(images)
-                losses = self.criterion(
-                    out, targets, image_labels=image_labels if weak else None, generator=generator
-                )
+        step = TrainStep(
+            images=images,
+            targets=[{k: v.to(device) for k, v in t.items()} for t in batch.targets()],
+            image_labels=[s.image_labels.to(device) for s in batch.samples],
+            weak=batch.ann_type == "image",
+            generator=torch.Generator().manual_seed(
+                derived_seed(self.seed, it, self.context.rank, 1)
+            ),
+            rng=np.random.default_rng([self.seed, it]),
+            teacher=self.teacher,
+        )
+        with solvers.autocast(self.solver, device):
+            losses = forward(step)
         return {k: v.float() for k, v in losses.items()}, image_ids
-
-    def _autocast(self):
-        amp = self.solver.amp
-        device = self.context.device.type
-        if amp in ("fp16", "bf16") and (device == "cuda" or amp == "bf16"):
-            return torch.autocast(device, dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
-        return torch.autocast(device, enabled=False)
-
-    def _clip(self) -> None:
-        clip = self.solver.clip_gradients
-        if not clip.enabled:
-            return
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if clip.type == "full_model" or clip.type == "norm":
-            torch.nn.utils.clip_grad_norm_(params, clip.value, norm_type=2.0)
-        else:
-            torch.nn.utils.clip_grad_value_(params, clip.value)
 
     def _all_finite(self, total: torch.Tensor) -> bool:
         flag = torch.tensor([0.0 if torch.isfinite(total) else 1.0], device=self.context.device)
@@ -419,7 +264,8 @@ class Trainer:
                 "allow more with --max-bad-images or fix the data"
             )
 
-    def _log_record(self, done: int, losses: dict, total: torch.Tensor, seconds: float) -> dict:
+    def log_record(self, done: int, losses: dict, total: torch.Tensor, seconds: float) -> dict:
+        """The metrics of iteration ``done``, averaged over ranks."""
         values = torch.stack([total.detach()] + [v.detach() for v in losses.values()])
         if self.context.world_size > 1:
             dist.all_reduce(values)
@@ -432,7 +278,8 @@ class Trainer:
         record["seconds"] = seconds
         return record
 
-    def _save(self, name: str, iteration: int, pointer: bool = True) -> Path:
+    def save(self, name: str, iteration: int, pointer: bool = True) -> Path:
+        """A complete checkpoint (every rank's data-planner state included), written by rank 0."""
         planner_states = [self.data.planner.state()]
         if self.context.world_size > 1:
             gathered: list = [None] * self.context.world_size

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from decola_core.data.lvis import LvisDataset, read_image
+from decola_core.data.images import read_image
+from decola_core.data.lvis import LvisDataset
 from decola_core.errors import DatasetError
 from decola_core.modeling.predictor import Predictor
 from decola_core.utils.io import atomic_open

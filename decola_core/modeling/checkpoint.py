@@ -1,9 +1,9 @@
-"""Loading weights into the native model: released detectron2 checkpoints, native checkpoints and
+"""Loading weights into the native model: released checkpoints, native checkpoints and
 third-party backbone files, each by an explicit key map, with a report of what did not match.
 
-Native layout = the original's ``detr.*`` layout without the ``detr.`` prefix, so:
-- detectron2 checkpoint (``{"model": {"detr....": ...}}``): strip ``detr.``; drop the phase-2
-  teacher (``pseudo_detr.*``), the baseline criterion buffer and ``num_batches_tracked``;
+- released checkpoint: the model family's :class:`~decola_core.modeling.interface.KeyMap`
+  (DETR families: strip ``detr.``; drop the phase-2 teacher ``pseudo_detr.*`` and
+  ``num_batches_tracked``; the baseline's criterion buffer becomes ``fed_loss_weight``);
 - timm/torchvision ResNet file (``conv1.weight``, ``layer1...``, ``fc.*``): prefix
   ``backbone.0.backbone.base.``, drop the classifier;
 - official Swin file (``patch_embed...``, ``layers.*.blocks...``): prefix ``backbone.0.backbone.``,
@@ -21,6 +21,9 @@ import torch
 from torch import nn
 
 from decola_core.errors import DecolaError
+from decola_core.modeling.detector import DETR_KEY_MAP
+from decola_core.modeling.interface import KeyMap
+from decola_core.utils.io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +101,17 @@ def _read_pickle(path: Path, trusted: bool) -> dict[str, torch.Tensor]:
 
 
 def to_native(
-    state: dict[str, torch.Tensor],
+    state: dict[str, torch.Tensor], key_map: KeyMap = DETR_KEY_MAP
 ) -> tuple[dict[str, torch.Tensor], str, dict[str, int]]:
-    """Map a state dict of any supported format onto native key names."""
+    """Map a state dict of any supported format onto native key names; ``key_map`` is the
+    released layout of the model family (the DETR families' by default)."""
     keys = list(state)
     dropped = {"teacher (pseudo_detr)": 0, "num_batches_tracked": 0, "classifier head": 0}
     out: dict[str, torch.Tensor] = {}
-    if any(k.startswith("detr.") for k in keys):
+    if key_map.matches(keys):
         fmt = "detectron2"
-        for k, v in state.items():
-            if k.startswith("pseudo_detr."):
-                dropped["teacher (pseudo_detr)"] += 1
-            elif k.endswith("num_batches_tracked"):
-                dropped["num_batches_tracked"] += 1
-            elif k.startswith("detr."):
-                out[k[len("detr.") :]] = v
-            elif k == "criterion.fed_loss_weight":  # the baseline keeps it on the criterion
-                out["fed_loss_weight"] = v
-            else:
-                out[k] = v
+        out, counts = key_map.to_native(state)
+        dropped.update(counts)
     elif "stem.conv1.weight" in state:
         fmt = "detectron2-resnet"
         out = _prefixed(state, "backbone.0.backbone.", dropped, head=lambda k: k.startswith("fc"))
@@ -175,7 +170,7 @@ def load_weights(
     """
     source = str(weights) if not isinstance(weights, dict) else "state dict"
     state = weights if isinstance(weights, dict) else read_state_dict(weights, trusted=trusted)
-    native, fmt, dropped = to_native(state)
+    native, fmt, dropped = to_native(state, getattr(model, "key_map", DETR_KEY_MAP))
     report = LoadReport(source=source, format=fmt, dropped=dropped)
     own = model.state_dict()
     usable: dict[str, torch.Tensor] = {}
@@ -206,8 +201,6 @@ def load_weights(
 
 def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
     """Write ``{"model": state_dict, **extra}`` atomically (temp file in the folder + rename)."""
-    from decola_core.utils.io import atomic_open
-
     path = Path(path)
     with atomic_open(path, "wb") as handle:
         torch.save({"model": model.state_dict(), **extra}, handle)

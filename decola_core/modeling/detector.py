@@ -1,9 +1,10 @@
-"""The DECOLA detector: preprocessing, backbone, input projections, transformer and heads.
+"""What the Deformable-DETR families (DECOLA and the BoxSup/Detic baseline) share: preprocessing,
+backbone, input projections, feature levels, box heads, raw outputs and inference.
 
 The module tree mirrors the original's ``detr.*`` tree (``backbone.0.backbone...``,
 ``input_proj``, ``transformer``, ``class_embed.0..L``, ``bbox_embed.0..L``), so a released
-checkpoint loads by stripping its ``detr.`` prefix. Head index L (= number of decoder layers)
-is the first stage.
+checkpoint loads by stripping its ``detr.`` prefix (:data:`DETR_KEY_MAP`). Head index L (= number
+of decoder layers) is the first stage.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torch
 from torch import nn
 
 from decola_core.modeling.backbone import MaskedBackbone
-from decola_core.modeling.classifier import PromptClassifier
+from decola_core.modeling.interface import DetectionModel, KeyMap
 from decola_core.modeling.position import sine_position_embedding
+from decola_core.modeling.postprocess import Detections, postprocess
 from decola_core.modeling.transformer import DeformableTransformer, Record, TransformerOutput
 from decola_core.structures.boxes import inverse_sigmoid
 
@@ -79,8 +81,21 @@ def build_input_proj(num_channels: list[int], hidden_dim: int, num_levels: int) 
     return nn.ModuleList(layers)
 
 
-class DeformableDETRBase(nn.Module):
+#: Released DETR-family checkpoints: ``detr.`` + native name; the phase-2 teacher copy
+#: (``pseudo_detr.*``) and BatchNorm counters are dropped; the baseline keeps its federated-loss
+#: weights on the criterion.
+DETR_KEY_MAP = KeyMap(
+    prefix="detr.",
+    renames={"criterion.fed_loss_weight": "fed_loss_weight"},
+    dropped={"pseudo_detr.": "teacher (pseudo_detr)"},
+    dropped_suffixes={"num_batches_tracked": "num_batches_tracked"},
+)
+
+
+class DeformableDETRBase(DetectionModel):
     """What DECOLA and the BoxSup/Detic baseline share: inputs, backbone, levels, box heads."""
+
+    key_map = DETR_KEY_MAP
 
     def __init__(
         self,
@@ -90,8 +105,11 @@ class DeformableDETRBase(nn.Module):
         num_feature_levels: int,
         pixel_mean: list[float],
         pixel_std: list[float],
+        input_format: str = "RGB",
     ) -> None:
         super().__init__()
+        #: Channel order the network expects (``data.format``); images arrive as RGB.
+        self.input_format = input_format
         hidden_dim = transformer.d_model
         self.num_feature_levels = num_feature_levels
         self.backbone = nn.ModuleList([backbone])
@@ -111,9 +129,12 @@ class DeformableDETRBase(nn.Module):
         return self.pixel_mean.device
 
     def preprocess(self, images: list[torch.Tensor]) -> ImageBatch:
-        """uint8 (3, H, W) images -> normalised, zero-padded batch (no size divisibility)."""
+        """uint8 (3, H, W) RGB images -> normalised, zero-padded batch (no size divisibility),
+        in the channel order of ``input_format``."""
         if not images:
             raise ValueError("no images given")
+        if self.input_format == "BGR":
+            images = [img.flip(0) for img in images]
         normalised = [
             (img.to(self.device).float() - self.pixel_mean) / self.pixel_std for img in images
         ]
@@ -126,9 +147,6 @@ class DeformableDETRBase(nn.Module):
             mask[i, : x.shape[1], : x.shape[2]] = False
         sizes = [(int(x.shape[1]), int(x.shape[2])) for x in normalised]
         return ImageBatch(tensor, mask, sizes)
-
-    #: The original's FP16 mode: only the backbone runs under CUDA autocast (float16).
-    backbone_fp16: bool = False
 
     def feature_levels(self, batch: ImageBatch, record: Record = None):
         """Projected feature levels, their masks and sine position encodings."""
@@ -165,64 +183,23 @@ class DeformableDETRBase(nn.Module):
             boxes.append((self.bbox_embed[lvl](out.hs[lvl]) + inverse_sigmoid(reference)).sigmoid())
         return boxes
 
-
-class DecolaDETR(DeformableDETRBase):
-    """Language-conditioned Deformable DETR (spec §1): class mode and object mode."""
-
-    def __init__(self, backbone, transformer, classifier: PromptClassifier, **kwargs) -> None:
-        super().__init__(backbone, transformer, **kwargs)
-        num_heads = len(transformer.decoder.layers) + 1
-        self.class_embed = nn.ModuleList(copy.deepcopy(classifier) for _ in range(num_heads))
-        transformer.decoder.class_embed = self.class_embed
-        self.num_classes = classifier.num_classes
-
-    def forward(
+    def detect(
         self,
         images: list[torch.Tensor],
-        prompt_ids: torch.Tensor | None = None,
+        output_sizes: list[tuple[int, int]],
         *,
-        record: Record = None,
-    ) -> DetectorOutput:
-        """Detect in ``images`` (uint8, 3 x H x W each).
-
-        ``prompt_ids`` (K,) class ids selects class mode (every image uses the same K prompts);
-        None selects object mode ("a object", all classes scored).
-        """
-        batch = self.preprocess(images)
-        srcs, masks, pos = self.feature_levels(batch, record)
-        class_mode = prompt_ids is not None
-        first_stage = self.class_embed[-1]
-        if class_mode:
-            prompts = prompt_ids.to(self.device).view(1, -1).expand(len(images), -1)
-
-            def scores(memory):
-                return first_stage.against_prompts(memory, prompts), prompts
-        else:
-
-            def scores(memory):
-                return first_stage.object_logits(memory), None
-
-        out = self.transformer(
-            srcs,
-            masks,
-            pos,
-            first_stage_scores=scores,
-            class_mode=class_mode,
-            prompt_table=first_stage.zs_weight,
-            record=record,
-        )
-        layers = []
-        for lvl, boxes in enumerate(self.boxes_per_layer(out)):
-            head = self.class_embed[lvl]
-            hs = out.hs[lvl]
-            logits = head.own_prompt(hs, out.prompt_inds) if class_mode else head.all_classes(hs)
-            layers.append({"pred_logits": logits, "pred_boxes": boxes})
-        last = layers[-1]
-        return DetectorOutput(
-            pred_logits=last["pred_logits"],
-            pred_boxes=last["pred_boxes"],
+        prompt_ids: torch.Tensor | None = None,
+        max_detections: int = 300,
+        score_threshold: float = 0.0,
+        allowed_classes: list[torch.Tensor] | None = None,
+    ) -> list[Detections]:
+        out = self(images, prompt_ids)
+        return postprocess(
+            out.pred_logits,
+            out.pred_boxes,
+            output_sizes,
             prompt_inds=out.prompt_inds,
-            aux=layers[:-1],
-            transformer=out,
-            image_sizes=batch.sizes,
+            max_detections=max_detections,
+            score_threshold=score_threshold,
+            allowed_classes=allowed_classes,
         )

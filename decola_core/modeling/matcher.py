@@ -1,6 +1,7 @@
 """Hungarian matching of queries to ground-truth boxes (spec §2.2 and §2.6).
 
-Costs: focal classification cost (alpha 0.25, gamma 2), L1 on cxcywh boxes, negative GIoU.
+Costs: focal classification cost (alpha 0.25 by default, gamma 2), L1 on cxcywh boxes, negative
+GIoU.
 The prompt-aware matcher (class mode) only pairs a query with boxes of its own prompt's class.
 """
 
@@ -16,18 +17,26 @@ ALPHA, GAMMA = 0.25, 2.0
 Match = tuple[torch.Tensor, torch.Tensor]  # (query indices, target indices), int64
 
 
-def focal_cost(prob: torch.Tensor) -> torch.Tensor:
+def focal_cost(prob: torch.Tensor, alpha: float = ALPHA, gamma: float = GAMMA) -> torch.Tensor:
     """Classification cost of predicting probability ``prob`` for the target class."""
-    neg = (1 - ALPHA) * (prob**GAMMA) * (-(1 - prob + 1e-8).log())
-    pos = ALPHA * ((1 - prob) ** GAMMA) * (-(prob + 1e-8).log())
+    neg = (1 - alpha) * (prob**gamma) * (-(1 - prob + 1e-8).log())
+    pos = alpha * ((1 - prob) ** gamma) * (-(prob + 1e-8).log())
     return pos - neg
 
 
 class HungarianMatcher:
-    """Weights of the classification, L1 and GIoU costs (2, 5, 2 in every recipe)."""
+    """Weights of the classification, L1 and GIoU costs (2, 5, 2 in every recipe) and the
+    focal cost's alpha (``model.loss.focal_alpha``)."""
 
-    def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0):
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_bbox: float = 5.0,
+        cost_giou: float = 2.0,
+        alpha: float = ALPHA,
+    ):
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
+        self.alpha = alpha
 
     def _box_costs(self, pred_boxes: torch.Tensor, tgt_boxes: torch.Tensor) -> torch.Tensor:
         cost_bbox = torch.cdist(pred_boxes, tgt_boxes, p=1)
@@ -43,7 +52,7 @@ class HungarianMatcher:
         def match(b: int, labels: torch.Tensor, cost: torch.Tensor) -> Match:
             prob = pred_logits[b].float().sigmoid()
             rows, cols = linear_sum_assignment(
-                (self.cost_class * focal_cost(prob)[:, labels] + cost).cpu().numpy()
+                (self.cost_class * focal_cost(prob, self.alpha)[:, labels] + cost).cpu().numpy()
             )
             return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(
                 cols, dtype=torch.int64
@@ -58,7 +67,7 @@ class HungarianMatcher:
 
         def match(b: int, labels: torch.Tensor, cost: torch.Tensor) -> Match:
             prob = pred_logits[b, :, 0].float().sigmoid()
-            cost = self.cost_class * focal_cost(prob)[:, None] + cost
+            cost = self.cost_class * focal_cost(prob, self.alpha)[:, None] + cost
             rows_all, cols_all = [], []
             for cls in torch.unique(labels):
                 query_ids = torch.nonzero(prompt_inds[b] == cls).squeeze(1)

@@ -26,6 +26,15 @@ class Detections:
         return int(self.scores.numel())
 
 
+@dataclass
+class PseudoBoxes:
+    """One image's pseudo boxes: labels, cxcywh boxes normalised to the image, sigmoid scores."""
+
+    labels: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+
 def _scaled_boxes(pred_boxes: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
     scale = torch.tensor(
         [[w, h, w, h] for h, w in sizes], dtype=pred_boxes.dtype, device=pred_boxes.device

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from decola_core.modeling.postprocess import Detections, postprocess
+from decola_core.modeling.build import build_model
+from decola_core.modeling.checkpoint import load_weights
+from decola_core.modeling.interface import DetectionModel
+from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.prompts import prompt_chunks
+from decola_core.modeling.resources import class_names as recipe_class_names
 
 
 def resize_shortest_edge(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
@@ -56,14 +60,14 @@ def as_uint8_chw(image) -> torch.Tensor:
 class Predictor:
     """Runs a detector on images of any size and returns one :class:`Detections` per image.
 
-    With ``classes`` the DECOLA model is conditioned on them (class mode; long lists run in
-    chunks of ``prompt_chunk`` prompts); without, it detects in object mode. The baseline has
-    no class mode: ``classes`` then restricts its output to those classes.
+    With ``classes`` a model that ``supports_prompts`` is conditioned on them (class mode; long
+    lists run in chunks of ``prompt_chunk`` prompts); without, it detects in object mode. A model
+    without class mode restricts its output to those classes instead.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: DetectionModel,
         *,
         min_size: int = 800,
         max_size: int = 1333,
@@ -90,9 +94,7 @@ class Predictor:
         device: str | torch.device = "cpu",
     ) -> Predictor:
         """Build the recipe's model, load ``weights`` (a path or zoo name) and wrap it."""
-        from decola_core.modeling.build import build_model, class_names
-        from decola_core.modeling.checkpoint import load_weights
-        from decola_core.zoo import resolve_weights
+        from decola_core.zoo import resolve_weights  # the zoo sits above the modeling layer
 
         model = build_model(recipe, data_root=data_root)
         load_weights(model, resolve_weights(str(weights), Path(cache_dir), offline=offline))
@@ -102,16 +104,14 @@ class Predictor:
             max_size=recipe.test.max_size,
             max_detections=recipe.test.detections_per_image,
             score_threshold=recipe.test.score_threshold,
-            class_names=class_names(recipe, data_root),
+            class_names=recipe_class_names(recipe, data_root),
         )
 
     def use_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor) -> None:
         """Detect ``names`` (with their CLIP embeddings, rows in the same order) from now on."""
-        from decola_core.modeling.classifier import set_vocabulary
-
         if len(names) != embeddings.shape[0]:
             raise ValueError(f"{len(names)} names but {embeddings.shape[0]} embeddings")
-        set_vocabulary(self.model, embeddings)
+        self.model.set_vocabulary(embeddings)
         self.class_names = list(names)
 
     def class_ids(self, classes: Sequence[int | str] | torch.Tensor) -> torch.Tensor:
@@ -139,49 +139,25 @@ class Predictor:
         wanted = None if classes is None else self.class_ids(classes).unique()
         if wanted is not None and wanted.numel() == 0:
             raise ValueError("classes is empty; pass None for object mode")
-        if wanted is None or not _has_class_mode(self.model):
-            out = self.model(resized)
+        limits = {"max_detections": self.max_detections, "score_threshold": self.score_threshold}
+        if wanted is None or not self.model.supports_prompts:
             allowed = None if wanted is None else [wanted] * len(resized)
-            return postprocess(
-                out.pred_logits,
-                out.pred_boxes,
-                sizes,
-                max_detections=self.max_detections,
-                score_threshold=self.score_threshold,
-                allowed_classes=allowed,
-            )
-        per_chunk = []
-        for chunk in prompt_chunks(wanted, self.prompt_chunk):
-            out = self.model(resized, chunk)
-            per_chunk.append(
-                postprocess(
-                    out.pred_logits,
-                    out.pred_boxes,
-                    sizes,
-                    prompt_inds=out.prompt_inds,
-                    max_detections=self.max_detections,
-                    score_threshold=self.score_threshold,
-                )
-            )
+            return self.model.detect(resized, sizes, allowed_classes=allowed, **limits)
+        per_chunk = [
+            self.model.detect(resized, sizes, prompt_ids=chunk, **limits)
+            for chunk in prompt_chunks(wanted, self.prompt_chunk)
+        ]
         return [
             _merge([dets[i] for dets in per_chunk], self.max_detections) for i in range(len(sizes))
         ]
 
 
 def _class_id(name: str, names: list[str]) -> int:
-    import difflib
-
     if name in names:
         return names.index(name)
     close = difflib.get_close_matches(name, names, n=3)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
     raise ValueError(f"unknown class name '{name}'{hint}")
-
-
-def _has_class_mode(model: nn.Module) -> bool:
-    from decola_core.modeling.detector import DecolaDETR
-
-    return isinstance(model, DecolaDETR)
 
 
 def _merge(parts: list[Detections], limit: int) -> Detections:

@@ -3,24 +3,19 @@
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
-from decola_core.modeling.detector import DetectorOutput
+from decola_core.modeling.build import build_model
+from decola_core.modeling.checkpoint import load_weights
+from decola_core.modeling.postprocess import PseudoBoxes
+
+if TYPE_CHECKING:  # annotations only
+    from decola_core.modeling.detector import DetectorOutput
+    from decola_core.modeling.interface import DetectionModel
 
 MIN_SIDE = 1e-5  # boxes thinner than this (normalised) are dropped, as in the original
-
-
-@dataclass
-class PseudoBoxes:
-    """One image's pseudo boxes: labels, cxcywh boxes normalised to the image, sigmoid scores."""
-
-    labels: torch.Tensor
-    boxes: torch.Tensor
-    scores: torch.Tensor
 
 
 def select_pseudo_boxes(
@@ -70,7 +65,8 @@ def select_pseudo_boxes(
 
 
 class Teacher:
-    """A frozen copy of a phase-1 model that labels image-labelled batches in class mode.
+    """A frozen copy of a phase-1 model that labels image-labelled batches (the family's
+    :meth:`~decola_core.modeling.interface.DetectionModel.pseudo_label`).
 
     It is deliberately not an ``nn.Module`` attribute of the student: it is never saved in the
     student's checkpoints and is rebuilt from the phase-1 weights on resume.
@@ -78,25 +74,19 @@ class Teacher:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: DetectionModel,
         *,
         choice: str = "max-score",
         min_area: float = 0.0,
         per_prompt_topk: int = 300,
     ) -> None:
-        self.model = copy.deepcopy(model).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.model.transformer.per_prompt_topk = per_prompt_topk
+        self.model = model.frozen_teacher(per_prompt_topk=per_prompt_topk)
         self.choice, self.min_area = choice, min_area
 
     @classmethod
     def from_weights(cls, recipe, weights, *, data_root="datasets") -> Teacher:
         """The teacher of a phase-2 ``recipe``: its network with the phase-1 ``weights``
         (called again on resume, so the teacher never drifts to phase-2 weights)."""
-        from decola_core.modeling.build import build_model
-        from decola_core.modeling.checkpoint import load_weights
-
         model = build_model(recipe, data_root=data_root)
         load_weights(model, weights)
         d = recipe.model.decola
@@ -107,12 +97,11 @@ class Teacher:
         self, images: list[torch.Tensor], image_labels: list[torch.Tensor]
     ) -> list[PseudoBoxes]:
         """Pseudo boxes for ``images``, prompted with the union of their labels."""
-        present = [lab for lab in image_labels if lab.numel()]
-        if not present:
+        if not any(lab.numel() for lab in image_labels):
             return [_no_boxes(self.model.device) for _ in images]
-        prompts = torch.unique(torch.cat(present))
-        out = self.model(images, prompts)
-        return select_pseudo_boxes(out, image_labels, choice=self.choice, min_area=self.min_area)
+        return self.model.pseudo_label(
+            images, image_labels, choice=self.choice, min_area=self.min_area
+        )
 
 
 def _no_boxes(device: torch.device) -> PseudoBoxes:

@@ -141,6 +141,29 @@ class FirstStage:
 
 
 @dataclass
+class FirstStageScores:
+    """How the first stage scores encoder tokens, given by the detector family."""
+
+    score: Callable[[torch.Tensor], torch.Tensor]  # output memory (B, S, C) -> (B, S, K | 1)
+    prompt_ids: torch.Tensor | None  # (B, K) class mode; None: object mode
+    prompt_table: torch.Tensor | None = None  # prompt embeddings (use_prompt_embed_as_query)
+
+    @property
+    def class_mode(self) -> bool:
+        return self.prompt_ids is not None
+
+
+@dataclass
+class QuerySelection:
+    """The encoder tokens that become decoder queries."""
+
+    topk_inds: torch.Tensor  # (B, N, K) class mode, (B, Q) object mode
+    flat: torch.Tensor  # (B, Q) token index of each query (class mode: q = i * K + k)
+    prompt_inds: torch.Tensor | None  # (B, Q) class id of each query's prompt (class mode)
+    grouping: QueryGrouping | None  # which queries attend to each other (class mode)
+
+
+@dataclass
 class TransformerOutput:
     hs: torch.Tensor  # (L_dec, B, Q, C)
     init_reference: torch.Tensor  # (B, Q, 4)
@@ -216,6 +239,24 @@ class DeformableTransformer(nn.Module):
             self.prompt_embed_trans_norm = nn.LayerNorm(d_model)
         else:
             self.prompt_embed_trans = None
+
+    @classmethod
+    def from_config(cls, model_cfg, **options) -> DeformableTransformer:
+        """The transformer sized by a recipe's ``model.transformer``; ``options`` are the
+        family-specific constructor arguments."""
+        t = model_cfg.transformer
+        return cls(
+            d_model=t.hidden_dim,
+            nhead=t.nheads,
+            num_encoder_layers=t.enc_layers,
+            num_decoder_layers=t.dec_layers,
+            dim_feedforward=t.dim_feedforward,
+            dropout=t.dropout,
+            num_feature_levels=t.num_feature_levels,
+            num_queries=t.num_queries,
+            look_forward_twice=t.look_forward_twice,
+            **options,
+        )
 
     def _reset_parameters(self) -> None:
         for p in self.parameters():
@@ -323,16 +364,10 @@ class DeformableTransformer(nn.Module):
         masks: list[torch.Tensor],
         pos_embeds: list[torch.Tensor],
         *,
-        first_stage_scores: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-        class_mode: bool,
-        prompt_table: torch.Tensor | None = None,
+        scores: FirstStageScores,
         record: Record = None,
     ) -> TransformerOutput:
-        """Encode, select queries and decode.
-
-        ``first_stage_scores(output_memory)`` returns the first-stage logits (B, S, K) and the
-        prompt rows (B, K) in class mode, or (B, S, 1) and None in object mode.
-        """
+        """Encode, score the tokens (``scores``), select queries and decode."""
         memory, mask_flatten, spatial_shapes, valid_ratios = self.encode(
             srcs, masks, pos_embeds, record
         )
@@ -345,30 +380,12 @@ class DeformableTransformer(nn.Module):
         box_delta = self.decoder.bbox_embed[num_layers](output_memory)
         _record(record, "first_stage_box_delta", box_delta)
         box_logits = box_delta + output_proposals
-        logits, prompt_ids = first_stage_scores(output_memory)
+        logits = scores.score(output_memory)
         _record(record, "first_stage_logits", logits)
-        batch, tokens, channels = output_memory.shape
-        if class_mode:
-            n = self.per_prompt_topk
-            if tokens < n:
-                raise ValueError(
-                    f"the image gives {tokens} encoder tokens, fewer than per_prompt_topk={n}; "
-                    "use larger images or a smaller model.decola.per_prompt_topk"
-                )
-            num_prompts = logits.shape[2]
-            topk_inds = torch.topk(logits, n, dim=1)[1]  # (B, n, K)
-            flat = topk_inds.reshape(batch, n * num_prompts)  # n-major: q = i * K + k
-            prompt_inds = prompt_ids[:, None, :].expand(batch, n, num_prompts).reshape(batch, -1)
-            grouping = QueryGrouping(num_prompts, n, self.self_attention)
-        else:
-            if tokens < self.num_queries:
-                raise ValueError(
-                    f"the image gives {tokens} encoder tokens, fewer than "
-                    f"num_queries={self.num_queries}; use larger images"
-                )
-            topk_inds = torch.topk(logits[..., 0], self.num_queries, dim=1)[1]
-            flat, prompt_inds, grouping = topk_inds, None, None
-        _record(record, "first_stage_topk_inds", topk_inds)
+        selection = self.select_queries(logits, scores.prompt_ids)
+        _record(record, "first_stage_topk_inds", selection.topk_inds)
+        flat, prompt_inds = selection.flat, selection.prompt_inds
+        channels = output_memory.shape[2]
         coords = torch.gather(box_logits, 1, flat.unsqueeze(-1).expand(-1, -1, 4)).detach()
         reference = coords.sigmoid()
         query = self.pos_trans_norm(
@@ -381,23 +398,60 @@ class DeformableTransformer(nn.Module):
             ).detach()
             tgt = tgt + self.pix_trans_norm(self.pix_trans(pixels))
         if self.prompt_embed_trans is not None:
-            if prompt_table is None:
+            table = scores.prompt_table
+            if table is None:
                 raise ValueError("use_prompt_embed_as_query needs the prompt embedding table")
-            if class_mode:
-                embeds = prompt_table[prompt_inds]
+            if scores.class_mode:
+                embeds = table[prompt_inds]
             else:  # the "a object" row for every query
-                embeds = prompt_table[-1].expand(tgt.shape[0], tgt.shape[1], -1)
+                embeds = table[-1].expand(tgt.shape[0], tgt.shape[1], -1)
             tgt = tgt + self.prompt_embed_trans_norm(self.prompt_embed_trans(embeds))
         _record(record, "dec_tgt_init", tgt)
         _record(record, "dec_query_pos", query_pos)
         _record(record, "dec_reference_init", reference)
         hs, inter_refs = self.decode(
-            tgt, query_pos, reference, memory, mask_flatten, spatial_shapes, valid_ratios, grouping
+            tgt,
+            query_pos,
+            reference,
+            memory,
+            mask_flatten,
+            spatial_shapes,
+            valid_ratios,
+            selection.grouping,
         )
         _record(record, "dec_hs", hs)
         _record(record, "dec_inter_references", inter_refs)
-        first = FirstStage(logits, box_logits, prompt_ids, topk_inds)
+        first = FirstStage(logits, box_logits, scores.prompt_ids, selection.topk_inds)
         return TransformerOutput(hs, reference, inter_refs, prompt_inds, first)
+
+    def select_queries(
+        self, logits: torch.Tensor, prompt_ids: torch.Tensor | None
+    ) -> QuerySelection:
+        """First-stage query selection: the top ``per_prompt_topk`` tokens of every prompt
+        (class mode, logits (B, S, K)) or the top ``num_queries`` tokens by channel 0 (object
+        mode)."""
+        batch, tokens, _ = logits.shape
+        if prompt_ids is not None:
+            n = self.per_prompt_topk
+            if tokens < n:
+                raise ValueError(
+                    f"the image gives {tokens} encoder tokens, fewer than per_prompt_topk={n}; "
+                    "use larger images or a smaller model.decola.per_prompt_topk"
+                )
+            num_prompts = logits.shape[2]
+            topk_inds = torch.topk(logits, n, dim=1)[1]  # (B, n, K)
+            flat = topk_inds.reshape(batch, n * num_prompts)  # n-major: q = i * K + k
+            prompt_inds = prompt_ids[:, None, :].expand(batch, n, num_prompts).reshape(batch, -1)
+            return QuerySelection(
+                topk_inds, flat, prompt_inds, QueryGrouping(num_prompts, n, self.self_attention)
+            )
+        if tokens < self.num_queries:
+            raise ValueError(
+                f"the image gives {tokens} encoder tokens, fewer than "
+                f"num_queries={self.num_queries}; use larger images"
+            )
+        topk_inds = torch.topk(logits[..., 0], self.num_queries, dim=1)[1]
+        return QuerySelection(topk_inds, topk_inds, None, None)
 
     def decode(
         self,

@@ -13,7 +13,8 @@ import numpy as np
 
 from decola_core.errors import DecolaError
 from decola_core.evaluation.predictions import Predictions
-from decola_core.pseudo.annotations import BoxColumns, PseudoFile
+from decola_core.pseudo.annotations import PseudoFile
+from decola_core.pseudo.columns import BoxColumns
 from decola_core.utils.memory import gc_paused
 
 GROUP_CHUNK = 1 << 22  # pairwise IoUs computed at once in nms_keep (about 32 MiB)

@@ -11,14 +11,12 @@ import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
+from decola_core.pseudo.columns import BoxColumns
 from decola_core.utils.parallel import fork_map, fork_workers
-
-if TYPE_CHECKING:
-    from decola_core.pseudo.annotations import BoxColumns
 
 PARALLEL_MIN_BOXES = 150_000  # below this, forking formatters costs more than it saves
 CHUNK_BOXES = 50_000

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from decola_core.config.schema import Recipe
-from decola_core.data.lvis import LvisDataset, read_image
+from decola_core.data.images import read_image
+from decola_core.data.lvis import LvisDataset
 from decola_core.engine.distributed import DistContext, barrier
 from decola_core.errors import DecolaError
 from decola_core.modeling.predictor import resize_shortest_edge
-from decola_core.modeling.pseudo_labels import select_pseudo_boxes
 from decola_core.structures.boxes import box_cxcywh_to_xyxy
 from decola_core.utils.io import atomic_open, atomic_write_text
 
@@ -140,9 +140,8 @@ def _label_chunk(
                 for _, img, _ in batch
             ]
             labels = [torch.as_tensor(lab, device=context.device) for _, _, lab in batch]
-            out = model(images, torch.unique(torch.cat(labels)))
-            picks = select_pseudo_boxes(
-                out,
+            picks = model.pseudo_label(
+                images,
                 labels,
                 choice=job.recipe.model.decola.pseudo_box_choice,
                 min_area=job.recipe.model.decola.pseudo_min_area,
