@@ -10,3 +10,8 @@ def fail_line(prefix: str, message: str) -> None:
     """Print an error as exactly one line on stderr."""
     text = " ".join(str(message).split())
     err.print(f"[bold red]{prefix}: error:[/] {text}", markup=True, soft_wrap=True)
+
+
+def print_command(command: str) -> None:
+    """A command for the user to run next: indented, never wrapped, no markup (copy-pastable)."""
+    err.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)

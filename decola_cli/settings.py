@@ -1,109 +1,409 @@
-"""pydantic-settings models, one per command: CLI values override ``DECOLA_*`` environment
-variables, which override the defaults."""
+"""The settings of every command: one pydantic-settings model per command whose fields are its
+options, each declared once (:func:`~decola_cli.command.option`). A value comes from the command
+line, else from ``DECOLA_<FIELD>`` in the environment, else from the default; a default of None
+means "the core job's default" (shown in ``--help``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from decola_cli.command import ENV_PREFIX, option
 from decola_core.config.schema import Recipe
 from decola_core.errors import ConfigError
 
-ENV_PREFIX = "DECOLA_"
+RECIPE_PANEL = "Recipe selection"
+RUN_PANEL = "Processes"
 
 
-class DecolaSettings(BaseSettings):
-    """Settings every command shares."""
+class Settings(BaseSettings):
+    """Base of every command's settings: DECOLA_ environment variables, unknown keys refused."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    data_root: Path = Field(Path("./datasets"), description="Root of all dataset paths.")
-    cache_dir: Path = Field(Path("~/.cache/decola"), description="Downloads and caches.")
-    offline: bool = Field(False, description="Refuse every network access.")
 
-    @field_validator("data_root", "cache_dir", mode="after")
+class CacheSettings(Settings):
+    cache_dir: Path = option(
+        "--cache-dir",
+        help="Downloads and caches [env DECOLA_CACHE_DIR].",
+        default=Path("~/.cache/decola"),
+    )
+
+    @field_validator("cache_dir", mode="after")
+    @classmethod
+    def _expand_cache(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+class OfflineSettings(CacheSettings):
+    offline: bool = option(
+        "--offline/--online",
+        help="Refuse every network access [env DECOLA_OFFLINE].",
+        default=False,
+    )
+
+
+class DecolaSettings(OfflineSettings):
+    """Settings of the commands that read data sets and weights."""
+
+    data_root: Path = option(
+        "--data-root",
+        help="Root of every dataset path [env DECOLA_DATA_ROOT].",
+        default=Path("./datasets"),
+    )
+
+    @field_validator("data_root", mode="after")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
 
-class RecipeSettings(DecolaSettings):
+class RecipeSettings(Settings):
     """Settings of commands that work on a recipe (``--config`` or the shorthands)."""
 
-    config: str | None = None
-    phase: int | None = None
-    dataset: str | None = None
-    backbone: str | None = None
-    baseline: str | None = None
-    labels: str | None = None
-    overrides: list[str] = Field(default_factory=list)
+    config: str | None = option(
+        "--config",
+        "-c",
+        help="Recipe name (see 'decola config list') or YAML path [env DECOLA_CONFIG].",
+        panel=RECIPE_PANEL,
+    )
+    phase: int | None = option(
+        "--phase", help="DECOLA phase: 1 or 2.", min=1, max=2, panel=RECIPE_PANEL
+    )
+    dataset: str | None = option(
+        "--dataset",
+        help="Training data of the recipe: lvis | lvis-base | toy (default: lvis-base).",
+        panel=RECIPE_PANEL,
+    )
+    backbone: str | None = option(
+        "--backbone",
+        help="r50-21k | r50-1k | swin-b | swin-l (default: r50-21k).",
+        panel=RECIPE_PANEL,
+    )
+    baseline: str | None = option(
+        "--baseline", help="boxsup | detic (BoxSup + self-training).", panel=RECIPE_PANEL
+    )
+    labels: str | None = option(
+        "--labels",
+        help="Phase 2 pseudo labels: online | offline (default: online).",
+        panel=RECIPE_PANEL,
+    )
+    overrides: list[str] = option(
+        "--set",
+        "-s",
+        help="Override a recipe field, e.g. --set model.decola.per_prompt_topk=100 (repeatable).",
+        metavar="KEY=VALUE",
+        panel=RECIPE_PANEL,
+        default_factory=list,
+    )
 
-    def recipe_name(self) -> str:
-        """The recipe named by ``--config`` or resolved from the shorthands."""
-        from decola_core.config.shorthand import recipe_for
+    #: The recipe when neither --config nor a shorthand is given (None: refuse).
+    default_recipe: ClassVar[str | None] = None
 
-        shorthand = {
+    def shorthand(self) -> dict[str, object]:
+        return {
             "phase": self.phase,
             "dataset": self.dataset,
             "backbone": self.backbone,
             "baseline": self.baseline,
             "labels": self.labels,
         }
+
+    def recipe_name(self) -> str:
+        """The recipe named by ``--config`` or resolved from the shorthands."""
+        from decola_core.config.shorthand import recipe_for
+
+        shorthand = self.shorthand()
         if self.config is not None:
             used = [f"--{k}" for k, v in shorthand.items() if v is not None]
             if used:
                 raise ConfigError(f"--config cannot be combined with {', '.join(used)}")
             return self.config
+        if self.default_recipe and all(v is None for v in shorthand.values()):
+            return self.default_recipe
         return recipe_for(**shorthand)
 
-    def load_recipe(self) -> Recipe:
+    def uses_recipe_selection(self) -> bool:
+        return self.config is not None or any(v is not None for v in self.shorthand().values())
+
+    def load_recipe(self, extra_overrides: list[str] | None = None) -> Recipe:
         """Load and validate the selected recipe with the ``--set`` overrides applied."""
         from decola_core.config.loader import load_recipe
 
-        return load_recipe(self.recipe_name(), self.overrides)
+        return load_recipe(self.recipe_name(), [*self.overrides, *(extra_overrides or [])])
+
+
+class LaunchSettings(DecolaSettings):
+    """How many processes a job runs in (core: LaunchOptions)."""
+
+    num_gpus: int | None = option(
+        "--num-gpus", help="Worker processes per machine (one per GPU).", min=1, panel=RUN_PANEL
+    )
+
+
+class MultiNodeSettings(LaunchSettings):
+    num_machines: int | None = option(
+        "--num-machines", help="Machines of a manual multi-node run.", min=1, panel=RUN_PANEL
+    )
+    machine_rank: int | None = option(
+        "--machine-rank", help="This machine's rank (multi-node).", min=0, panel=RUN_PANEL
+    )
+    dist_url: str | None = option(
+        "--dist-url", help="host:port of machine 0 (multi-node).", panel=RUN_PANEL
+    )
+
+
+class TrainSettings(RecipeSettings, MultiNodeSettings):
+    """``decola train``."""
+
+    weights: str | None = option(
+        "--weights", "-w", help="Initial weights (path or zoo name); phase 2: the phase-1 model."
+    )
+    pseudo_labels: str | None = option(
+        "--pseudo-labels",
+        help="Phase 2 offline: pseudo-annotation file (path) or catalog dataset name.",
+    )
+    output_dir: Path | None = option("--output-dir", help="Run folder (default: output/<recipe>).")
+    max_iter: int | None = option("--max-iter", help="Stop after this many iterations.", min=1)
+    checkpoint_period: int | None = option(
+        "--checkpoint-period", help="Iterations between checkpoints (default: the recipe's).", min=1
+    )
+    resume: bool | None = option(
+        "--resume/--no-resume", help="Continue from the newest checkpoint (default: yes)."
+    )
+    num_workers: int | None = option(
+        "--num-workers", help="Data-loader processes per GPU (default: the recipe's).", min=0
+    )
+    max_bad_images: int | None = option(
+        "--max-bad-images", help="Unreadable images to skip before failing.", min=0
+    )
+    seed: int | None = option("--seed", help="Base seed (default: the recipe's).")
+    wandb: bool | None = option(
+        "--wandb/--no-wandb", help="Log to Weights & Biases (default: the recipe's)."
+    )
+    eval_only: bool = option(
+        "--eval-only",
+        help="Evaluate --weights (default: the run's model_final.pth) on the recipe's test set "
+        "instead of training.",
+        default=False,
+    )
+
+
+class EvalSettings(RecipeSettings, LaunchSettings):
+    """``decola eval``: score a predictions file, or run a model over a dataset and score it."""
+
+    predictions: Path | None = option(
+        "--predictions", help="Score this results file (JSON array, .jsonl or shard folder)."
+    )
+    annotations: Path | None = option("--annotations", help="LVIS/COCO-format ground truth.")
+    images: Path | None = option("--images", help="Image folder for --annotations (model mode).")
+    eval_dataset: str | None = option(
+        "--eval-dataset",
+        help="Catalog set to evaluate on, e.g. lvis_v1_val (default: the recipe's test set).",
+    )
+    weights: str | None = option(
+        "--weights", "-w", help="Checkpoint path or zoo name (model mode)."
+    )
+    conditioned: bool | None = option(
+        "--conditioned/--no-conditioned",
+        help="Prompt each image with its GT classes (c-mAP) (default: the recipe's).",
+    )
+    k: list[int] = option(
+        "--k",
+        help="c-mAP budgets: detections per image, e.g. --k 10 20 50 100 300.",
+        min=1,
+        default_factory=list,
+    )
+    max_dets: int | None = option(
+        "--max-dets", help="Detections per image (default: the recipe's).", min=1
+    )
+    per_class_cap: int | None = option(
+        "--per-class-cap", help="Detections per (image, class); -1 = none."
+    )
+    protocol: Literal["standard", "fixed", "coco"] | None = option(
+        "--protocol",
+        help="standard | fixed (top 10 000 per class, no per-image cap) | coco.",
+    )
+    backend: Literal["decola", "faster-coco-eval", "lvis-api"] | None = option(
+        "--backend", help="decola | faster-coco-eval | lvis-api (the slow reference)."
+    )
+    output_dir: Path | None = option(
+        "--output-dir",
+        help="Where predictions and metrics go (default: <recipe output>/eval_<dataset>).",
+    )
+    output: Path | None = option(
+        "--output", "-o", help="metrics.json path (scoring mode; default: beside the file)."
+    )
+    max_images: int | None = option("--max-images", help="Only the first N images.", min=1)
+    max_bad_images: int | None = option(
+        "--max-bad-images", help="Unreadable images to skip before failing.", min=0
+    )
+    wandb: bool | None = option("--wandb/--no-wandb", help="Log the metrics to W&B.")
+
+
+class SelfLabelSettings(RecipeSettings, LaunchSettings):
+    """``decola self-label``."""
+
+    default_recipe: ClassVar[str | None] = "DECOLA_SELF_LABELING_Lbase_CLIP_R5021k_4x"
+
+    weights: str = option("--weights", "-w", help="Phase-1 model: path or zoo name.", default=...)
+    output_dir: Path = option("--output-dir", help="Output folder.", default=...)
+    min_sizes: list[int] = option(
+        "--min-sizes",
+        help="Test short sides, e.g. --min-sizes 240 280 320 (default: the recipe's "
+        "self_label.min_sizes).",
+        min=1,
+        default_factory=list,
+    )
+    label_dataset: str | None = option(
+        "--label-dataset",
+        help="Image-labelled catalog set to label (default: the recipe's test set).",
+    )
+    image_info: Path | None = option(
+        "--image-info", help="Image-info JSON (instead of --label-dataset)."
+    )
+    images: Path | None = option("--images", help="Image folder for --image-info.")
+    max_size: int | None = option(
+        "--max-size",
+        help="Longest side after resizing (default: the recipe's test.max_size).",
+        min=1,
+    )
+    batch_size: int | None = option("--batch-size", help="Images per forward pass.", min=1)
+    shard_images: int | None = option("--shard-images", help="Images per output shard.", min=1)
+    max_bad_images: int | None = option(
+        "--max-bad-images", help="Unreadable images to skip before failing.", min=0
+    )
+    postprocess: bool = option(
+        "--postprocess", help="Then convert, merge and dedup.", default=False
+    )
+
+
+class PredictSettings(RecipeSettings, DecolaSettings):
+    """``decola predict``: detect in image files and draw the results."""
+
+    inputs: list[Path] = option(
+        help="Image files or folders of images.", argument=True, default=...
+    )
+    weights: str = option("--weights", "-w", help="Model: path or zoo name.", default=...)
+    classes: list[str] | None = option(
+        "--classes",
+        help="Class names of the vocabulary, comma-separated or repeated (default: all).",
+    )
+    vocabulary: Literal["model", "lvis", "custom"] = option(
+        "--vocabulary",
+        help="model (or lvis): --classes come from the model's class-embedding file; custom: any "
+        "names, embedded with --clip-weights (cached).",
+        default="model",
+    )
+    clip_weights: str | None = option(
+        "--clip-weights", help="CLIP weights for --vocabulary custom (path or zoo name)."
+    )
+    clip_model: str | None = option(
+        "--clip-model", help="open_clip model (default: ViT-B-32-quickgelu)."
+    )
+    template: str = option("--template", help="Prompt for custom names.", default="a {}")
+    conditioned: bool | None = option(
+        "--conditioned/--general",
+        help="Prompt the model with --classes (phase-1 class mode) or detect all objects and keep "
+        "those classes (object mode) (default: conditioned when --classes is given).",
+    )
+    threshold: float | None = option("--threshold", help="Lowest score kept.", min=0.0, max=1.0)
+    max_dets: int | None = option("--max-dets", help="Most detections kept per image.", min=1)
+    output_dir: Path = option(
+        "--output-dir",
+        "-o",
+        help="Folder for <image>.json and <image>.png.",
+        default=Path("predictions"),
+    )
+    device: str = option("--device", help="cpu, cuda or cuda:N.", default="cpu")
+
+    @field_validator("classes", mode="after")
+    @classmethod
+    def _split(cls, value: list[str] | None) -> list[str] | None:
+        names = [n.strip() for item in value or [] for n in item.split(",") if n.strip()]
+        return names or None
+
+
+class ConvertSettings(CacheSettings):
+    """``decola convert``."""
+
+    predictions: Path = option(
+        "--predictions", help="Results JSON, a .jsonl shard or a shard folder.", default=...
+    )
+    image_info: Path = option(
+        "--image-info", help="Image-info JSON of the labelled set.", default=...
+    )
+    output: Path = option("--output", "-o", help="Pseudo-annotation file to write.", default=...)
+    min_score: float | None = option("--min-score", help="Drop boxes scoring below this.", min=0.0)
+
+
+class MergeSettings(Settings):
+    """``decola merge``."""
+
+    inputs: list[Path] = option(
+        help="Pseudo-annotation files (one per size).", argument=True, default=...
+    )
+    output: Path = option("--output", "-o", help="Merged file to write.", default=...)
+    allow_mismatch: bool | None = option(
+        "--allow-mismatch/--no-allow-mismatch",
+        help="Merge files with different images/categories.",
+    )
+
+
+class DedupSettings(Settings):
+    """``decola dedup``."""
+
+    input_path: Path = option(
+        help="Merged pseudo-annotation file (read only).", argument=True, default=...
+    )
+    output: Path = option("--output", "-o", help="New file to write.", default=...)
+    iou_threshold: float | None = option(
+        "--iou-threshold", help="NMS IoU threshold.", min=0.0, max=1.0
+    )
+    class_aware: bool | None = option(
+        "--class-aware/--class-agnostic", help="Suppress only within a class (default: yes)."
+    )
+
+
+class ConfigListSettings(Settings):
+    filter_text: str | None = option("--filter", "-f", help="Only names containing this text.")
 
 
 class ConfigShowSettings(RecipeSettings):
-    output: Path | None = None
+    name: str | None = option(
+        help="Recipe name or YAML path (or use --config / the shorthands).", argument=True
+    )
+    output: Path | None = option("--output", "-o", help="Write the YAML here instead of printing.")
 
 
-class ConfigImportSettings(DecolaSettings):
-    original: Path
-    output: Path | None = None
-    strict: bool = False
+class ConfigImportSettings(Settings):
+    original: Path = option(
+        help="An original DECOLA/detectron2 YAML (its _BASE_ files beside it).",
+        argument=True,
+        default=...,
+    )
+    output: Path | None = option(
+        "--output", "-o", help="Write the recipe here instead of printing."
+    )
+    strict: bool = option(
+        "--strict", help="Fail (exit 2) when the file has unknown keys.", default=False
+    )
+    verbose: bool = option(
+        "--verbose", "-v", help="Also list the keys that were ignored.", default=False
+    )
 
 
 class ChecksSettings(DecolaSettings):
-    as_json: bool = False
+    as_json: bool = option("--json", help="Print the report as JSON.", default=False)
 
 
-SettingsT = TypeVar("SettingsT", bound=DecolaSettings)
-
-
-def build_settings(cls: type[SettingsT], **cli_values: Any) -> SettingsT:
-    """Instantiate ``cls`` from CLI values (None = not given) over environment and defaults."""
-    given = {k: v for k, v in cli_values.items() if v is not None}
-    try:
-        return cls(**given)
-    except ValidationError as err:
-        problems = []
-        for item in err.errors():
-            name = str(item["loc"][0]) if item["loc"] else "?"
-            source = (
-                "option" if name in given else f"environment variable {ENV_PREFIX}{name.upper()}"
-            )
-            problems.append(f"{source} {name}: {item['msg']} (got {item.get('input')!r})")
-        raise ConfigError("; ".join(problems)) from None
-
-
-class ZooSettings(DecolaSettings):
+class ZooSettings(OfflineSettings):
     """``decola zoo``: where artefacts go and whether the network may be used."""
 
-    directory: Path | None = Field(None, description="Store folder instead of <cache>/zoo.")
-    force: bool = False
+    directory: Path | None = option("--dir", help="Store folder (default: <cache dir>/zoo).")
 
     def store(self) -> Path:
         from decola_core.zoo.resolve import zoo_store
@@ -111,152 +411,70 @@ class ZooSettings(DecolaSettings):
         return self.directory.expanduser() if self.directory else zoo_store(self.cache_dir)
 
 
-class EvalSettings(RecipeSettings):
-    """``decola eval``: score a predictions file, or run a model over a dataset and score it."""
-
-    predictions: Path | None = None
-    annotations: Path | None = None
-    images: Path | None = None
-    eval_dataset: str | None = None
-    weights: str | None = None
-    conditioned: bool | None = None
-    k: list[int] = Field(default_factory=list)
-    max_dets: int | None = None
-    per_class_cap: int = -1
-    protocol: str = "standard"
-    backend: str = "decola"
-    num_gpus: int = 1
-    output_dir: Path | None = None
-    output: Path | None = None
-    max_images: int | None = None
-    max_bad_images: int = 0
-    wandb: bool = False
+class ZooListSettings(ZooSettings):
+    kind: str | None = option(
+        "--kind", help="checkpoint | backbone | pseudo-labels | metadata | clip"
+    )
+    markdown: bool = option(
+        "--markdown", help="Print a Markdown table (as in README).", default=False
+    )
 
 
-class TrainSettings(RecipeSettings):
-    """``decola train``."""
-
-    weights: str | None = None
-    pseudo_labels: str | None = None
-    output_dir: Path | None = None
-    max_iter: int | None = None
-    checkpoint_period: int | None = None
-    resume: bool = True
-    num_gpus: int = 1
-    num_machines: int = 1
-    machine_rank: int = 0
-    dist_url: str | None = None
-    num_workers: int | None = None
-    max_bad_images: int = 100
-    seed: int | None = None
-    wandb: bool | None = None
-
-    def resolve(self):
-        """The recipe (with seed / W&B choices applied) and the job options for the core."""
-        from decola_core.engine.run import TrainJob
-
-        overrides = list(self.overrides)
-        if self.seed is not None:
-            overrides.append(f"seed={self.seed}")
-        if self.wandb is not None:
-            overrides.append(f"logging.wandb.enabled={str(self.wandb).lower()}")
-        from decola_core.config.loader import load_recipe
-
-        recipe = load_recipe(self.recipe_name(), overrides)
-        return TrainJob(
-            recipe=recipe,
-            data_root=self.data_root,
-            cache_dir=self.cache_dir,
-            offline=self.offline,
-            weights=self.weights,
-            pseudo_labels=self.pseudo_labels,
-            output_dir=self.output_dir or Path(recipe.resolved_output_dir()),
-            max_iter=self.max_iter,
-            checkpoint_period=self.checkpoint_period,
-            resume=self.resume,
-            num_workers=self.num_workers
-            if self.num_workers is not None
-            else recipe.data.num_workers,
-            max_bad_images=self.max_bad_images,
-        )
+class ZooNameSettings(ZooSettings):
+    name: str = option(help="Artefact name.", argument=True, default=...)
 
 
-class SelfLabelSettings(RecipeSettings):
-    """``decola self-label``."""
-
-    weights: str
-    output: Path
-    min_sizes: list[int]
-    label_dataset: str | None = None
-    image_info: Path | None = None
-    images: Path | None = None
-    max_size: int = 667
-    batch_size: int = 1
-    shard_images: int = 2000
-    num_gpus: int = 1
-    max_bad_images: int = 100
-    postprocess: bool = False
-
-    def recipe_name(self) -> str:
-        if self.config is None and self.phase is None and self.baseline is None:
-            return "DECOLA_SELF_LABELING_Lbase_CLIP_R5021k_4x"
-        return super().recipe_name()
-
-    def job(self):
-        from decola_core.data.catalog import DatasetCatalog
-        from decola_core.data.toy import ensure_toy_dataset
-        from decola_core.pseudo.self_label import SelfLabelJob
-        from decola_core.zoo import resolve_weights
-
-        recipe = self.load_recipe()
-        if self.image_info is not None:
-            if self.images is None:
-                raise ConfigError("--image-info needs --images DIR")
-            image_info, image_root = self.image_info, self.images
-        else:
-            name = self.label_dataset or (recipe.data.test[0] if recipe.data.test else None)
-            if name is None:
-                raise ConfigError("give --dataset NAME or --image-info FILE --images DIR")
-            if name.startswith("toy"):
-                ensure_toy_dataset(self.data_root)
-            resolved = DatasetCatalog(self.data_root, recipe.data.datasets).get(name)
-            image_info, image_root = resolved.annotations, resolved.image_root
-        weights = resolve_weights(self.weights, self.cache_dir, offline=self.offline)
-        return SelfLabelJob(
-            recipe=recipe,
-            weights=weights,
-            image_info=image_info,
-            image_root=image_root,
-            output_dir=self.output,
-            min_sizes=list(self.min_sizes),
-            max_size=self.max_size,
-            batch_size=self.batch_size,
-            shard_images=self.shard_images,
-            max_bad_images=self.max_bad_images,
-            data_root=self.data_root,
-        )
+class ZooDownloadSettings(ZooSettings):
+    names: list[str] = option(help="Artefact names.", argument=True, default=...)
+    force: bool = option("--force", help="Download again even if cached.", default=False)
 
 
-class PredictSettings(RecipeSettings):
-    """``decola predict``: detect in image files and draw the results."""
+class ZooVerifySettings(ZooSettings):
+    names: list[str] | None = option(
+        help="Artefact names (default: every cached one).", argument=True
+    )
 
-    inputs: list[Path]
-    weights: str
-    output: Path = Path("predictions")
-    classes: list[str] | None = None
-    vocabulary: Literal["model", "lvis", "custom"] = "model"
-    clip_weights: str | None = None
-    clip_model: str | None = None
-    template: str = "a {}"
-    conditioned: bool | None = None
-    threshold: float = Field(0.3, ge=0.0, le=1.0)
-    max_dets: int = Field(100, gt=0)
-    device: str = "cpu"
 
-    def resolve_recipe(self, weights: Path) -> Recipe:
-        """The recipe from ``--config``/shorthands, else the one the weights come with."""
-        if any(v is not None for v in (self.config, self.phase, self.dataset, self.baseline)):
-            return self.load_recipe()
-        from decola_core.engine.predict import recipe_for_weights
+class PrepareLvisBaseSettings(Settings):
+    source: Path = option(help="LVIS train annotations (read only).", argument=True, default=...)
+    output: Path | None = option(
+        "--output", "-o", help="File to write (default: <source>_norare.json beside the source)."
+    )
 
-        return recipe_for_weights(self.weights, weights, self.overrides)
+
+class PrepareImagenetSettings(Settings):
+    images: Path = option("--images", help="Folder of <wnid>/<file> images.", default=...)
+    categories: Path = option(
+        "--categories", help="LVIS file whose categories (synsets) to use.", default=...
+    )
+    output: Path = option("--output", "-o", help="Image-info JSON to write.", default=...)
+    synset_map: Path | None = option(
+        "--synset-map",
+        help="wnid -> WordNet synset, one 'wnid synset' per line (default: nltk).",
+    )
+    workers: int = option("--workers", help="Threads reading image sizes.", min=1, default=8)
+
+
+class DataCheckSettings(Settings):
+    annotations: Path = option(help="LVIS/COCO-format annotation file.", argument=True, default=...)
+    images: Path = option(
+        "--images", help="Image root the file names are relative to.", default=...
+    )
+    workers: int | None = option("--workers", help="Threads (default: cores).", min=1)
+
+
+class EmbedSettings(OfflineSettings):
+    output: Path = option("--output", "-o", help=".npy file to write.", default=...)
+    clip_weights: str = option(
+        "--clip-weights", help="Local CLIP weights (.pt/.safetensors) or a zoo name.", default=...
+    )
+    names: Path | None = option("--names", help="Text file, one class name per line.")
+    annotations: Path | None = option(
+        "--annotations", help="LVIS/COCO file or category list (names by id)."
+    )
+    template: str = option("--template", help="Prompt; {} is the class name.", default="a {}")
+    model: str = option("--model", help="open_clip model name.", default="ViT-B-32-quickgelu")
+    object_output: Path | None = option(
+        "--object-output", help='Also write the "a object" row (the template with "object").'
+    )
+    device: str = option("--device", help="cpu, cuda or cuda:N.", default="cpu")

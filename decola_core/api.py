@@ -52,6 +52,7 @@ class Detector:
         """Load a zoo model by name or a weights file; ``config`` names the recipe when the
         weights do not come with one (zoo entries and ``decola train`` checkpoints do)."""
         from decola_core.config.loader import load_recipe
+        from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
         from decola_core.engine.predict import recipe_for_weights
         from decola_core.zoo import resolve_weights
 
@@ -60,6 +61,8 @@ class Detector:
             recipe = load_recipe(config, overrides)
         else:
             recipe = recipe_for_weights(str(name_or_path), weights, overrides)
+        if recipe_uses_toy_data(recipe):
+            ensure_toy_dataset(data_root)
         predictor = Predictor.from_recipe(
             recipe, weights, data_root=data_root, cache_dir=cache_dir, device=device
         )
@@ -73,16 +76,29 @@ class Detector:
         clip_model: str | None = None,
         template: str = "a {}",
         cache_dir: str | Path = "~/.cache/decola",
-    ) -> None:
+        offline: bool = False,
+    ) -> bool:
         """Detect any ``names`` from now on: they are embedded with the local CLIP weights
-        (open_clip ``clip_model``, default ViT-B-32-quickgelu) and cached."""
+        (open_clip ``clip_model``, default ViT-B-32-quickgelu) and cached. Returns whether the
+        embeddings came from the cache."""
         from decola_core.engine.predict import use_custom_vocabulary
 
         device = str(next(self.predictor.model.parameters()).device)
-        use_custom_vocabulary(
+        return use_custom_vocabulary(
             self.predictor, names, clip_weights, clip_model=clip_model, template=template,
-            cache_dir=cache_dir, device=device,
+            cache_dir=cache_dir, device=device, offline=offline,
         )  # fmt: skip
+
+    @property
+    def recipe_name(self) -> str:
+        return self.predictor.recipe_name
+
+    def predict_files(self, job, on_image=None) -> list[Path]:
+        """``decola predict``: a JSON and an annotated PNG per image file of ``job``
+        (:class:`~decola_core.jobs.PredictJob`); returns the JSON paths."""
+        from decola_core.engine.predict import run_predict
+
+        return run_predict(self.predictor, job, on_image=on_image)
 
     @property
     def class_names(self) -> list[str]:

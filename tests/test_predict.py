@@ -52,7 +52,7 @@ def test_predict_writes_detections_and_drawn_pictures(toy_model, tmp_path: Path)
     result = decola(
         "predict", str(tmp_path / "in"), "--config", TOY, "--weights", str(bare),
         "--data-root", str(data_root), "--classes", "red_square,green_circle",
-        "--classes", "blue_square", "--threshold", "0", "--max-dets", "4", "--output", str(out),
+        "--classes", "blue_square", "--threshold", "0", "--max-dets", "4", "--output-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
@@ -82,7 +82,8 @@ def test_predict_writes_detections_and_drawn_pictures(toy_model, tmp_path: Path)
 def test_predict_errors_are_one_line(toy_model, tmp_path: Path) -> None:
     data_root, bare, _ = toy_model
     image = data_root / "toy" / "images" / "toy_val_0000.png"
-    common = ("--weights", str(bare), "--data-root", str(data_root), "-o", str(tmp_path / "o"))
+    out = str(tmp_path / "o")
+    common = ("--weights", str(bare), "--data-root", str(data_root), "--output-dir", out)
     cases = [
         ((str(tmp_path / "missing.png"), "--config", TOY), "missing.png: no such image"),
         ((str(image), "--config", TOY, "--classes", "red_squar"), "did you mean 'red_square'"),

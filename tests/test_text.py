@@ -103,7 +103,7 @@ def test_predict_with_a_custom_vocabulary(tiny_clip, toy_model, tmp_path: Path) 
         "--data-root", str(data_root), "--cache-dir", str(tmp_path / "cache"),
         "--vocabulary", "custom", "--classes", "cola,tiny fork", "--clip-weights", str(weights),
         "--clip-model", str(config), "--threshold", "0", "--max-dets", "6",
-        "-o", str(tmp_path / "out"),
+        "--output-dir", str(tmp_path / "out"),
     )  # fmt: skip
     first = decola(*args)
     assert first.returncode == 0, first.stderr

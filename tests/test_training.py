@@ -350,7 +350,8 @@ def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
         decola_cmd(
             "predict", str(data / "toy" / "images" / image["file_name"]),
             "--weights", str(tmp_path / "run" / "model_final.pth"), "--data-root", str(data),
-            "--classes", ",".join(names), "--threshold", "0.1", "-o", str(tmp_path / "pred"),
+            "--classes", ",".join(names), "--threshold", "0.1",
+            "--output-dir", str(tmp_path / "pred"),
         ),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from decola_cli import options
+from decola_cli.command import settings_command
 from decola_cli.console import err, out
-from decola_cli.settings import (
-    ConfigImportSettings,
-    ConfigShowSettings,
-    build_settings,
-)
+from decola_cli.settings import ConfigImportSettings, ConfigListSettings, ConfigShowSettings
 
 app = typer.Typer(
     help="List, show and import recipes (training/evaluation configurations).",
@@ -41,11 +35,8 @@ IMPORT_EPILOG = """[bold]Examples[/]
 
 
 @app.command("list", epilog=LIST_EPILOG)
-def list_command(
-    filter_text: Annotated[
-        str | None, typer.Option("--filter", "-f", help="Only names containing this text.")
-    ] = None,
-) -> None:
+@settings_command(ConfigListSettings)
+def list_command(settings: ConfigListSettings) -> None:
     """List every shipped recipe with its model, backbone, data and schedule."""
     from rich.table import Table
 
@@ -54,7 +45,8 @@ def list_command(
     table = Table(title="decola recipes", show_lines=False)
     for column in ("name", "model", "backbone", "train data", "iterations"):
         table.add_column(column, overflow="fold")
-    names = [n for n in list_recipes() if not filter_text or filter_text.lower() in n.lower()]
+    wanted = (settings.filter_text or "").lower()
+    names = [n for n in list_recipes() if wanted in n.lower()]
     for name in names:
         recipe = load_recipe(name)
         backbone = recipe.model.backbone
@@ -71,39 +63,17 @@ def list_command(
 
 
 @app.command("show", epilog=SHOW_EPILOG)
-def show_command(
-    name: Annotated[
-        str | None, typer.Argument(help="Recipe name or YAML path (or use the shorthands).")
-    ] = None,
-    config: options.ConfigOption = None,
-    phase: options.PhaseOption = None,
-    dataset: options.DatasetOption = None,
-    backbone: options.BackboneOption = None,
-    baseline: options.BaselineOption = None,
-    labels: options.LabelsOption = None,
-    overrides: options.SetOption = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the YAML here instead of printing.")
-    ] = None,
-) -> None:
+@settings_command(ConfigShowSettings)
+def show_command(settings: ConfigShowSettings) -> None:
     """Print a recipe fully resolved (inheritance and overrides applied) as YAML."""
     from decola_core.config.loader import dump_recipe
     from decola_core.errors import ConfigError
     from decola_core.utils.io import atomic_write_text
 
-    if name is not None and config is not None:
-        raise ConfigError("give the recipe either as an argument or with --config, not both")
-    settings = build_settings(
-        ConfigShowSettings,
-        config=name or config,
-        phase=phase,
-        dataset=dataset,
-        backbone=backbone,
-        baseline=baseline,
-        labels=labels,
-        overrides=overrides,
-        output=output,
-    )
+    if settings.name is not None:
+        if settings.config is not None:
+            raise ConfigError("give the recipe either as an argument or with --config, not both")
+        settings = settings.model_copy(update={"config": settings.name})
     recipe = settings.load_recipe()
     text = f"# decola recipe {recipe.name}\n{dump_recipe(recipe)}"
     if settings.output is None:
@@ -114,33 +84,18 @@ def show_command(
 
 
 @app.command("import", epilog=IMPORT_EPILOG)
-def import_command(
-    original: Annotated[
-        Path,
-        typer.Argument(help="An original DECOLA/detectron2 YAML (its _BASE_ files beside it)."),
-    ],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Write the recipe here instead of printing."),
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Fail (exit 2) when the file has unknown keys.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Also list the keys that were ignored.")
-    ] = False,
-) -> None:
+@settings_command(ConfigImportSettings)
+def import_command(settings: ConfigImportSettings) -> None:
     """Convert an original detectron2-style DECOLA config into a decola recipe."""
     from decola_core.config.importer import import_original
     from decola_core.config.loader import dump_recipe
     from decola_core.errors import ConfigError
     from decola_core.utils.io import atomic_write_text
 
-    settings = build_settings(ConfigImportSettings, original=original, output=output, strict=strict)
     result = import_original(settings.original)
     for key in result.unknown:
         err.print(f"[yellow]unknown key[/] {key} (not translated)")
-    if verbose:
+    if settings.verbose:
         for key, reason in result.ignored:
             err.print(f"[dim]ignored[/] {key}: {reason}")
     elif result.ignored:

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from decola_cli import options
+from decola_cli.command import settings_command
 from decola_cli.console import err, out
-from decola_cli.settings import ZooSettings, build_settings
+from decola_cli.settings import (
+    ZooDownloadSettings,
+    ZooListSettings,
+    ZooNameSettings,
+    ZooSettings,
+    ZooVerifySettings,
+)
 
 app = typer.Typer(
     help="Released checkpoints, backbones, pseudo-labels and metadata: list, download, verify.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-DirOption = Annotated[
-    Path | None,
-    typer.Option("--dir", help="Store folder (default: <cache dir>/zoo)."),
-]
-OfflineOption = Annotated[
-    bool | None,
-    typer.Option("--offline/--online", help="Refuse network access [env DECOLA_OFFLINE]."),
-]
-
-
-def _settings(**values) -> ZooSettings:
-    return build_settings(ZooSettings, **values)
 
 
 def _downloader(settings: ZooSettings):
@@ -57,26 +48,17 @@ def markdown_table(artifacts) -> str:
     "list",
     epilog="[bold]Examples[/]\n\n  decola zoo list\n  decola zoo list --kind checkpoint --markdown",
 )
-def list_command(
-    kind: Annotated[
-        str | None,
-        typer.Option(help="checkpoint | backbone | pseudo-labels | metadata | clip"),
-    ] = None,
-    markdown: Annotated[
-        bool, typer.Option("--markdown", help="Print a Markdown table (as in README).")
-    ] = False,
-    directory: DirOption = None,
-    cache_dir: options.CacheDirOption = None,
-) -> None:
+@settings_command(ZooListSettings)
+def list_command(settings: ZooListSettings) -> None:
     """Table of every artefact: name, kind, recipe, metrics, size, cached?"""
     from rich.table import Table
 
     from decola_core.zoo.registry import load_registry
 
-    settings = _settings(directory=directory, cache_dir=cache_dir)
     downloader = _downloader(settings)
+    kind = settings.kind
     artifacts = [a for a in load_registry() if kind is None or a.kind == kind]
-    if markdown:
+    if settings.markdown:
         sys.stdout.write(markdown_table(artifacts))
         return
     table = Table(title=f"decola zoo ({settings.store()})")
@@ -98,17 +80,13 @@ def list_command(
 
 
 @app.command("info", epilog="[bold]Examples[/]\n\n  decola zoo info decola-phase1-lbase-r50")
-def info_command(
-    name: Annotated[str, typer.Argument(help="Artefact name.")],
-    directory: DirOption = None,
-    cache_dir: options.CacheDirOption = None,
-) -> None:
+@settings_command(ZooNameSettings)
+def info_command(settings: ZooNameSettings) -> None:
     """Everything the registry knows about one artefact, and whether it is cached."""
     from decola_core.config.loader import list_recipes
     from decola_core.zoo.registry import load_registry
 
-    settings = _settings(directory=directory, cache_dir=cache_dir)
-    artifact = load_registry().get(name)
+    artifact = load_registry().get(settings.name)
     path = _downloader(settings).path(artifact)
     if artifact.recipe is None:
         recipe = "none released"
@@ -142,19 +120,14 @@ def info_command(
     epilog="[bold]Examples[/]\n\n  decola zoo download decola-phase1-l-r50\n"
     "  decola zoo download lvis-clip-embeddings lvis-category-info --dir datasets/metadata",
 )
-def download_command(
-    names: Annotated[list[str], typer.Argument(help="Artefact names.")],
-    directory: DirOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
-    offline: OfflineOption = None,
-    cache_dir: options.CacheDirOption = None,
-) -> None:
+@settings_command(ZooDownloadSettings)
+def download_command(settings: ZooDownloadSettings) -> None:
     """Download artefacts (resumable, checksum-verified, atomic)."""
     from decola_core.zoo.registry import load_registry
 
-    settings = _settings(directory=directory, force=force, offline=offline, cache_dir=cache_dir)
     registry = load_registry()
-    artifacts = [registry.get(name) for name in names]  # all names checked before any download
+    # every name is checked before anything is downloaded
+    artifacts = [registry.get(name) for name in settings.names]
     downloader = _downloader(settings)
     for artifact in artifacts:
         cached = downloader.is_cached(artifact) and not settings.force
@@ -166,21 +139,15 @@ def download_command(
     "verify",
     epilog="[bold]Examples[/]\n\n  decola zoo verify\n  decola zoo verify decola-phase1-l-r50",
 )
-def verify_command(
-    names: Annotated[
-        list[str] | None, typer.Argument(help="Artefact names (default: every cached one).")
-    ] = None,
-    directory: DirOption = None,
-    cache_dir: options.CacheDirOption = None,
-) -> None:
+@settings_command(ZooVerifySettings)
+def verify_command(settings: ZooVerifySettings) -> None:
     """Re-hash cached files against the registry or the lock file; exit 1 on a mismatch."""
     from decola_core.zoo.registry import load_registry
 
-    settings = _settings(directory=directory, cache_dir=cache_dir)
     registry = load_registry()
     downloader = _downloader(settings)
-    if names:
-        artifacts = [registry.get(name) for name in names]
+    if settings.names:
+        artifacts = [registry.get(name) for name in settings.names]
     else:
         artifacts = [a for a in registry if downloader.is_cached(a)]
     failed = 0
@@ -198,17 +165,13 @@ def verify_command(
 
 
 @app.command("path", epilog="[bold]Examples[/]\n\n  decola zoo path decola-phase1-l-r50")
-def path_command(
-    name: Annotated[str, typer.Argument(help="Artefact name.")],
-    directory: DirOption = None,
-    cache_dir: options.CacheDirOption = None,
-) -> None:
+@settings_command(ZooNameSettings)
+def path_command(settings: ZooNameSettings) -> None:
     """Print where the artefact is (or would be) stored; exit 1 if it is not downloaded."""
     from decola_core.zoo.registry import load_registry
 
-    settings = _settings(directory=directory, cache_dir=cache_dir)
-    path = _downloader(settings).path(load_registry().get(name))
+    path = _downloader(settings).path(load_registry().get(settings.name))
     sys.stdout.write(f"{path}\n")
     if not path.is_file():
-        err.print(f"not downloaded yet: decola zoo download {name}")
+        err.print(f"not downloaded yet: decola zoo download {settings.name}")
         raise typer.Exit(1)

@@ -50,7 +50,11 @@ def recipe_for(
     if dataset == "toy":
         return _toy_recipe(phase, baseline, backbone)
     if dataset not in DATASET_TOKENS:
-        raise ConfigError(f"--dataset must be one of lvis, lvis-base, toy (got '{dataset}')")
+        raise ConfigError(
+            f"--dataset must be one of lvis, lvis-base, toy (got '{dataset}'); it selects the "
+            "recipe's training data: to run on a catalog set use --eval-dataset (eval) or "
+            "--label-dataset (self-label)"
+        )
     candidates = {
         bb: _name(phase, baseline, DATASET_TOKENS[dataset], token, labels or "online")
         for bb, token in BACKBONE_TOKENS.items()

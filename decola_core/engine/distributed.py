@@ -1,10 +1,8 @@
-"""Process-group set-up from the environment (torchrun, Slurm) and relaunching under torchrun."""
+"""Process-group set-up from the environment (torchrun, Slurm, or decola's own launcher)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -46,40 +44,3 @@ def init_distributed(use_cuda: bool | None = None) -> DistContext:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-def in_distributed_job() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def relaunch(
-    num_processes: int,
-    argv: list[str],
-    *,
-    num_machines: int = 1,
-    machine_rank: int = 0,
-    dist_url: str | None = None,
-    max_restarts: int = 0,
-) -> int:
-    """Run ``decola <argv>`` in ``num_processes`` local workers through torch's elastic
-    launcher; with several machines, machine 0 at ``dist_url`` (host:port) is the rendezvous."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={num_processes}",
-        f"--max-restarts={max_restarts}",
-    ]
-    if num_machines > 1:
-        if not dist_url:
-            raise ValueError("several machines need --dist-url host:port of machine 0")
-        host, _, port = dist_url.removeprefix("tcp://").partition(":")
-        command += [
-            f"--nnodes={num_machines}",
-            f"--node-rank={machine_rank}",
-            f"--master-addr={host}",
-            f"--master-port={port or 29500}",
-        ]
-    else:
-        command.append("--standalone")
-    return subprocess.call([*command, "-m", "decola_cli.main", *argv])

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from decola_core.config.loader import apply_overrides, load_recipe, validate_recipe
 from decola_core.data.images import IMAGE_SUFFIXES
-from decola_core.errors import DecolaError
+from decola_core.engine.checkpointer import Checkpointer
+from decola_core.errors import ConfigError, DecolaError
+from decola_core.jobs import PredictJob
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
 
@@ -18,9 +20,6 @@ from decola_core.modeling.predictor import Predictor
 def recipe_for_weights(spec: str, weights: Path, overrides: Sequence[str] = ()):
     """The recipe of a zoo entry (``spec`` is its name) or the one a ``decola train``
     checkpoint records; anything else must be named explicitly."""
-    from decola_core.config.loader import apply_overrides, load_recipe, validate_recipe
-    from decola_core.engine.checkpointer import Checkpointer
-    from decola_core.errors import ConfigError
     from decola_core.zoo import load_registry
 
     registry = load_registry()
@@ -46,12 +45,14 @@ def use_custom_vocabulary(
     template: str = "a {}",
     cache_dir: str | Path = "~/.cache/decola",
     device: str = "cpu",
+    offline: bool = False,
 ) -> bool:
-    """Make ``predictor`` detect ``names`` (any words), embedded with local CLIP weights and
-    cached; returns whether the embeddings came from the cache."""
-    from decola_core.errors import ConfigError
-    from decola_core.text import vocabulary_embeddings
+    """Make ``predictor`` detect ``names`` (any words), embedded with local CLIP weights (a
+    path or zoo name) and cached; returns whether the embeddings came from the cache."""
+    from decola_core.text import vocabulary_embeddings  # open_clip: only for custom words
+    from decola_core.zoo import resolve_weights
 
+    clip_weights = resolve_weights(str(clip_weights), Path(cache_dir).expanduser(), offline=offline)
     embeddings, hit = vocabulary_embeddings(
         list(names), clip_weights, model=clip_model, template=template, cache_dir=cache_dir,
         device=device,
@@ -113,19 +114,6 @@ def draw_detections(image, detections: Detections, names: Sequence[str]):
     labels = detections.labels.tolist()
     texts = [f"{names[c]} {s:.2f}" for c, s in zip(labels, detections.scores.tolist(), strict=True)]
     return draw_boxes(image, detections.boxes.cpu().numpy(), texts, labels)
-
-
-@dataclass
-class PredictJob:
-    """What ``decola predict`` does: which images, where to, and which classes: prompted (class
-    mode) when ``conditioned``, else object mode with the output restricted to them."""
-
-    images: list[Path]
-    output_dir: Path
-    classes: list[str] | None = None
-    conditioned: bool = True
-    threshold: float = 0.3
-    max_detections: int = 100
 
 
 def run_predict(

@@ -3,30 +3,23 @@ weights resolved, the run described, progress shown, W&B, and where the outputs 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from decola_core.config.schema import DatasetDeclaration, Recipe
+from decola_core.data.catalog import DatasetCatalog
+from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
+from decola_core.engine.checkpointer import Checkpointer
+from decola_core.engine.distributed import barrier, init_distributed
+from decola_core.engine.trainer import Trainer
 from decola_core.errors import ConfigError
+from decola_core.jobs import TrainJob, TrainOptions
+from decola_core.modeling import build_model
+from decola_core.utils.progress import progress_bar
+from decola_core.zoo import resolve_weights
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainJob:
-    recipe: Recipe
-    data_root: Path
-    cache_dir: Path
-    offline: bool
-    output_dir: Path
-    weights: str | None = None
-    pseudo_labels: str | None = None
-    max_iter: int | None = None
-    checkpoint_period: int | None = None
-    resume: bool = True
-    num_workers: int = 0
-    max_bad_images: int = 100
 
 
 def prepare_recipe(job: TrainJob) -> Recipe:
@@ -35,8 +28,6 @@ def prepare_recipe(job: TrainJob) -> Recipe:
     recipe = job.recipe
     if job.pseudo_labels is None:
         return recipe
-    from decola_core.data.catalog import DatasetCatalog
-
     catalog = DatasetCatalog(job.data_root, recipe.data.datasets)
     if len(recipe.data.train) < 2:
         raise ConfigError(
@@ -69,15 +60,9 @@ def run_training(job: TrainJob, console=None) -> Path | None:
     """Train; returns ``model_final.pth`` on the main process (None elsewhere)."""
     from rich.console import Console
 
-    from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
-    from decola_core.engine.distributed import init_distributed
-    from decola_core.engine.trainer import Trainer, TrainOptions
-    from decola_core.modeling import build_model
-    from decola_core.utils.progress import progress_bar
-    from decola_core.zoo import resolve_weights
-
     console = console or Console(stderr=True)
     recipe = prepare_recipe(job)
+    output_dir = job.resolved_output_dir()
     context = init_distributed()
     if recipe_uses_toy_data(recipe) and context.is_main:
         ensure_toy_dataset(job.data_root)
@@ -92,22 +77,18 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         )
         _wait_for_main(context)
         weights = resolve_weights(weights_spec, job.cache_dir, offline=True)
-    job.output_dir.mkdir(parents=True, exist_ok=True)
-    options = TrainOptions(
-        output_dir=job.output_dir,
-        data_root=job.data_root,
-        max_iter=job.max_iter,
-        checkpoint_period=job.checkpoint_period,
-        resume=job.resume,
-        num_workers=job.num_workers,
-        max_bad_images=job.max_bad_images,
-        init_weights=weights,
-        teacher_weights=weights,
+    output_dir.mkdir(parents=True, exist_ok=True)
+    options = {f.name: getattr(job, f.name) for f in dataclasses.fields(TrainOptions)}
+    options.update(output_dir=output_dir, init_weights=weights, teacher_weights=weights)
+    trainer = Trainer(
+        recipe,
+        TrainOptions(**options),
+        context,
+        lambda r: build_model(r, data_root=job.data_root),
     )
-    trainer = Trainer(recipe, options, context, lambda r: build_model(r, data_root=job.data_root))
     if context.is_main:
         console.print(
-            f"training [bold]{recipe.name}[/] ({recipe.model.architecture}) -> {job.output_dir}"
+            f"training [bold]{recipe.name}[/] ({recipe.model.architecture}) -> {output_dir}"
         )
         for line in trainer.data.describe():
             console.print(f"  data  {line}")
@@ -116,7 +97,11 @@ def run_training(job: TrainJob, console=None) -> Path | None:
             f"{context.world_size} process(es) on {context.device}, seed {trainer.seed}"
             + (f", initial weights {weights}" if weights else "")
         )
-    run = _wandb(recipe, job, trainer) if context.is_main and recipe.logging.wandb.enabled else None
+    run = (
+        _wandb(recipe, job, trainer, output_dir)
+        if context.is_main and recipe.logging.wandb.enabled
+        else None
+    )
     with progress_bar("it", disable=not context.is_main, console=console) as bar:
         task = bar.add_task("train", total=trainer.max_iter)
 
@@ -141,27 +126,23 @@ def run_training(job: TrainJob, console=None) -> Path | None:
     if run is not None:
         run.finish()
     if context.is_main:
-        console.print(f"metrics: {job.output_dir / 'metrics.jsonl'}; final weights: {final}")
+        console.print(f"metrics: {output_dir / 'metrics.jsonl'}; final weights: {final}")
         return final
     return None
 
 
 def _wait_for_main(context) -> None:
-    from decola_core.engine.distributed import barrier
-
     if context.world_size > 1:
         barrier()
 
 
-def _wandb(recipe: Recipe, job: TrainJob, trainer):
-    import wandb
+def _wandb(recipe: Recipe, job: TrainJob, trainer: Trainer, output_dir: Path):
+    import wandb  # slow to import; only when W&B is on
 
     cfg = recipe.logging.wandb
     latest = trainer.checkpointer.latest() if job.resume else None
     run_id = None
     if latest is not None:
-        from decola_core.engine.checkpointer import Checkpointer
-
         run_id = Checkpointer.load(latest).get("wandb_id")
     run = wandb.init(
         project=cfg.project or "decola",
@@ -169,7 +150,7 @@ def _wandb(recipe: Recipe, job: TrainJob, trainer):
         name=cfg.run_name,
         id=run_id,
         resume="allow",
-        dir=str(job.output_dir),
+        dir=str(output_dir),
         config=recipe.model_dump(mode="json"),
     )
     trainer.wandb_id = run.id

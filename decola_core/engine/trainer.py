@@ -12,7 +12,6 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from decola_core.engine.hooks import (
     Visualiser,
 )
 from decola_core.errors import DecolaError
+from decola_core.jobs import TrainOptions
 from decola_core.modeling.checkpoint import load_weights
 from decola_core.modeling.criterion import total_loss
 from decola_core.modeling.interface import DetectionModel, TrainStep
@@ -41,22 +41,6 @@ from decola_core.modeling.pseudo_labels import Teacher
 
 log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 5
-
-
-@dataclass(kw_only=True)
-class TrainOptions:
-    """How to run the loop (the recipe says what to train); defaults stated once, here."""
-
-    output_dir: Path
-    data_root: Path = Path("datasets")
-    max_iter: int | None = None  # None: the recipe's solver.train_iter or max_iter
-    checkpoint_period: int | None = None  # None: the recipe's solver.checkpoint_period
-    resume: bool = True
-    num_workers: int | None = None  # None: the recipe's data.num_workers
-    max_bad_images: int = 100
-    keep_checkpoints: int = 3
-    init_weights: Path | None = None
-    teacher_weights: Path | None = None
 
 
 class TrainingForward(nn.Module):

@@ -75,8 +75,10 @@ class Predictor:
         score_threshold: float = 0.0,
         prompt_chunk: int = 64,
         class_names: Sequence[str] | None = None,
+        recipe_name: str = "",
     ) -> None:
         self.model = model.eval()
+        self.recipe_name = recipe_name
         self.class_names = list(class_names) if class_names is not None else None
         self.min_size, self.max_size = min_size, max_size
         self.max_detections, self.score_threshold = max_detections, score_threshold
@@ -105,6 +107,7 @@ class Predictor:
             max_detections=recipe.test.detections_per_image,
             score_threshold=recipe.test.score_threshold,
             class_names=recipe_class_names(recipe, data_root),
+            recipe_name=recipe.name,
         )
 
     def use_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from decola_core.errors import DecolaError
 from decola_core.evaluation.predictions import Predictions
+from decola_core.jobs import PseudoChainJob
 from decola_core.pseudo.annotations import PseudoFile
 from decola_core.pseudo.columns import BoxColumns
 from decola_core.utils.memory import gc_paused
@@ -129,6 +130,34 @@ def dedup(
     # the chain ends here: the next reader (training) parses the JSON, so no sidecar
     deduplicated.write(output, protect=(Path(input_path),), sidecar=False)
     return DedupReport(len(data.boxes), len(kept), per_source)
+
+
+@dataclass
+class PseudoChainResult:
+    converted: list[Path]
+    merged: Path
+    output: Path
+    dedup: DedupReport
+
+
+def run_pseudo_chain(job: PseudoChainJob) -> PseudoChainResult:
+    """convert every size, merge them and dedup the result."""
+    converted = []
+    for size in job.min_sizes:
+        path = job.folder / f"pseudo_minsize_{size}.json"
+        convert(
+            job.folder / f"minsize_{size}",
+            job.image_info,
+            path,
+            min_score=job.min_score,
+            cache_dir=job.cache_dir,
+        )
+        converted.append(path)
+    merged = job.folder / "pseudo_merged.json"
+    merge(converted, merged)
+    output = job.folder / "pseudo_labels.json"
+    report = dedup(merged, output, iou_threshold=job.iou_threshold, class_aware=job.class_aware)
+    return PseudoChainResult(converted, merged, output, report)
 
 
 def nms_keep(boxes: BoxColumns, iou_threshold: float, class_aware: bool = True) -> np.ndarray:

@@ -12,39 +12,70 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from decola_core.config.schema import Recipe
+from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.images import read_image
 from decola_core.data.lvis import LvisDataset
-from decola_core.engine.distributed import DistContext, barrier
-from decola_core.errors import DecolaError
+from decola_core.data.toy import ensure_toy_dataset
+from decola_core.engine.distributed import DistContext, barrier, init_distributed
+from decola_core.errors import ConfigError, DecolaError
+from decola_core.jobs import PseudoChainJob, SelfLabelJob
+from decola_core.modeling import build_model, load_weights
 from decola_core.modeling.predictor import resize_shortest_edge
+from decola_core.pseudo.postprocess import run_pseudo_chain
 from decola_core.structures.boxes import box_cxcywh_to_xyxy
 from decola_core.utils.io import atomic_open, atomic_write_text
+from decola_core.utils.progress import progress_bar
+from decola_core.zoo import resolve_weights, sha256_file
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
 @dataclass
-class SelfLabelJob:
-    recipe: Recipe
-    weights: Path
-    image_info: Path
-    image_root: Path
-    output_dir: Path
-    min_sizes: list[int]
-    max_size: int = 667
-    batch_size: int = 1
-    shard_images: int = 2000
-    max_bad_images: int = 100
-    data_root: Path = Path("datasets")
+class SelfLabelResult:
+    """The run's manifest and, after ``postprocess``, the deduplicated pseudo-label file."""
+
+    manifest: dict
+    job: SelfLabelJob
+    pseudo_labels: Path | None = None
+    dedup: object | None = None
+
+
+def resolve_job(job: SelfLabelJob) -> SelfLabelJob:
+    """The job with its data, weights file and sizes made concrete (the recipe's defaults)."""
+    recipe = job.recipe
+    min_sizes = list(job.min_sizes or recipe.self_label.min_sizes)
+    if not min_sizes:
+        raise DecolaError(
+            "give at least one --min-sizes value (the recipe's self_label.min_sizes is empty)"
+        )
+    image_info, image_root = job.image_info, job.image_root
+    if image_info is not None:
+        if image_root is None:
+            raise ConfigError("--image-info needs --images DIR")
+    else:
+        name = job.label_dataset or (recipe.data.test[0] if recipe.data.test else None)
+        if name is None:
+            raise ConfigError("give --label-dataset NAME or --image-info FILE --images DIR")
+        if name.startswith("toy"):
+            ensure_toy_dataset(job.data_root)
+        resolved = DatasetCatalog(job.data_root, recipe.data.datasets).get(name)
+        image_info, image_root = resolved.annotations, resolved.image_root
+    weights = resolve_weights(str(job.weights), job.cache_dir, offline=job.offline)
+    return replace(
+        job,
+        min_sizes=min_sizes,
+        max_size=job.max_size or recipe.test.max_size,
+        image_info=Path(image_info),
+        image_root=Path(image_root),
+        weights=weights,
+    )
 
 
 def shard_name(chunk: int) -> str:
@@ -53,16 +84,45 @@ def shard_name(chunk: int) -> str:
 
 def run_self_label(
     job: SelfLabelJob,
-    context: DistContext,
-    on_images: Callable[[int], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
-) -> dict:
-    """Label the dataset; returns the manifest (on every rank)."""
-    from decola_core.modeling import build_model, load_weights
-    from decola_core.zoo import sha256_file
+    context: DistContext | None = None,
+    *,
+    progress: bool = True,
+) -> SelfLabelResult:
+    """Label the dataset (and, with ``job.postprocess``, convert, merge and dedup on the main
+    process), with a progress bar on the main process; the manifest on every rank."""
+    from rich.console import Console
 
-    if not job.min_sizes:
-        raise DecolaError("give at least one --min-sizes value")
+    context = context or init_distributed()
+    job = resolve_job(job)
+    console = Console(stderr=True, highlight=False)
+    if context.is_main:
+        console.print(
+            f"self-labelling {job.image_info} with {job.recipe.name} ({job.weights}) at "
+            f"min sizes {job.min_sizes} (max {job.max_size}) -> {job.output_dir}"
+        )
+    with progress_bar("img", disable=not (progress and context.is_main), console=console) as bar:
+        task = bar.add_task("self-label", total=None)
+        manifest = _label(
+            job,
+            context,
+            on_images=lambda n: bar.advance(task, n),
+            on_start=lambda n: bar.update(task, total=n),
+        )
+    result = SelfLabelResult(manifest, job)
+    if job.postprocess and context.is_main:
+        chain = run_pseudo_chain(
+            PseudoChainJob(
+                folder=job.output_dir,
+                min_sizes=job.min_sizes,
+                image_info=job.image_info,
+                cache_dir=job.cache_dir,
+            )
+        )
+        result.pseudo_labels, result.dedup = chain.output, chain.dedup
+    return result
+
+
+def _label(job: SelfLabelJob, context: DistContext, on_images, on_start) -> dict:
     dataset = LvisDataset(job.image_info, job.image_root)
     settings = {
         "weights": str(job.weights),
@@ -85,7 +145,7 @@ def run_self_label(
             if changed:
                 raise DecolaError(
                     f"{job.output_dir} holds a labelling run with other settings "
-                    f"({', '.join(changed)}); use another --output"
+                    f"({', '.join(changed)}); use another --output-dir"
                 )
         else:
             atomic_write_text(manifest_path, json.dumps({"settings": settings}, indent=2) + "\n")

@@ -1,0 +1,224 @@
+"""``run_evaluation(job)``: what ``decola eval`` (and ``decola train --eval-only``) does — score a
+results file, or run a model over a dataset (sharded over ranks) and score its predictions —
+writing ``metrics.json`` and a per-category CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from decola_core.data.catalog import DatasetCatalog
+from decola_core.data.lvis import LvisDataset
+from decola_core.engine.distributed import barrier, init_distributed
+from decola_core.errors import ConfigError
+from decola_core.evaluation.lvis_eval import METRIC_KEYS, GroundTruth, evaluate, evaluate_coco
+from decola_core.evaluation.predictions import Predictions
+from decola_core.evaluation.runner import combine_shards, predict_shard, shard_range
+from decola_core.jobs import EvalJob
+from decola_core.modeling.predictor import Predictor
+from decola_core.utils.io import atomic_open, atomic_write_text
+from decola_core.utils.progress import progress_bar
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+@dataclass
+class EvalReport:
+    """Metrics per budget (one entry without ``k``), the protocol used and what was written."""
+
+    results: dict[int, object]
+    protocol: str
+    conditioned_budgets: bool
+    metrics_path: Path
+    csv_path: Path
+    predictions: Path
+    lines: list[str] = field(default_factory=list)
+
+
+def run_evaluation(job: EvalJob, say: Say | None = None) -> EvalReport | None:
+    """Score a results file or run a model and score it; the report on the main process.
+    ``say`` reports progress (default: stderr)."""
+    if say is None:
+        from rich.console import Console
+
+        say = Console(stderr=True, highlight=False).print
+    if job.predictions is not None:
+        if job.annotations is None:
+            raise ConfigError("--predictions needs --annotations (the ground truth)")
+        return score_predictions(job, job.predictions, job.annotations, job.output, say=say)
+    if job.weights is None or job.recipe is None:
+        raise ConfigError(
+            "give --predictions FILE to score a results file, or --weights to run a model"
+        )
+    return _run_model(job, say)
+
+
+def _budgets(job: EvalJob, default: int) -> list[int]:
+    return sorted(set(job.k)) if job.k else [job.max_dets or default]
+
+
+def score_predictions(
+    job: EvalJob,
+    predictions: Path,
+    annotations: Path,
+    metrics_path: Path | None,
+    *,
+    say: Say,
+    recipe_name: str | None = None,
+    default_dets: int = 300,
+    image_ids: list[int] | None = None,
+) -> EvalReport:
+    """AP of a results file at each budget; writes metrics.json and the per-category CSV."""
+    truth = GroundTruth.load(annotations)
+    if image_ids is not None and len(image_ids) < len(truth.image_ids):
+        truth = truth.restrict(image_ids)
+    preds = Predictions.load(predictions)
+    say(
+        f"scoring {len(preds):,} detections on {len(truth.image_ids):,} images "
+        f"({job.protocol} protocol)"
+    )
+    protocol = job.protocol
+    if protocol == "standard" and not all("frequency" in c for c in truth.data["categories"]):
+        protocol = "coco"  # no LVIS frequency groups: a COCO-format set
+        say("categories have no 'frequency': using the COCO protocol")
+    results = {}
+    for budget in _budgets(job, default_dets):
+        if protocol == "coco":
+            results[budget] = evaluate_coco(truth, preds, max_dets=budget)
+        else:
+            results[budget] = evaluate(
+                truth,
+                preds,
+                max_dets=budget,
+                per_class_cap=job.per_class_cap,
+                protocol=protocol,
+                backend=job.backend,
+            )
+    metrics_path = metrics_path or predictions.with_name("metrics.json")
+    csv_path = _write_outputs(results, truth, metrics_path, protocol)
+    if job.wandb:
+        _log_wandb(results, job, recipe_name)
+    return EvalReport(results, protocol, bool(job.k), metrics_path, csv_path, predictions)
+
+
+def _write_outputs(results, truth, metrics_path: Path, protocol: str) -> Path:
+    def flat(result):
+        return {key: result.metrics[key] for key in METRIC_KEYS if key in result.metrics}
+
+    if len(results) == 1:
+        payload = {**flat(next(iter(results.values()))), "protocol": protocol}
+    else:
+        payload = {"protocol": protocol, "k": {str(b): flat(r) for b, r in results.items()}}
+    atomic_write_text(metrics_path, json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    names = {c["id"]: (c.get("name", ""), c.get("frequency", "")) for c in truth.data["categories"]}
+    csv_path = metrics_path.with_name(metrics_path.stem + "_per_category.csv")
+    with atomic_open(csv_path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["category_id", "name", "frequency", *(f"AP@{b}" for b in results)])
+        for cat in truth.category_ids:
+            name, freq = names[int(cat)]
+            writer.writerow(
+                [
+                    int(cat),
+                    name,
+                    freq,
+                    *(f"{r.per_category[int(cat)]:.4f}" for r in results.values()),
+                ]
+            )
+    return csv_path
+
+
+def _log_wandb(results, job: EvalJob, recipe_name: str | None) -> None:
+    import wandb  # slow to import; only when asked for
+
+    run = wandb.init(
+        project="decola",
+        name=f"eval-{recipe_name or 'predictions'}",
+        job_type="eval",
+        dir=str(job.output_dir or Path.cwd()),
+    )
+    for budget, result in results.items():
+        run.log({f"eval@{budget}/{k}": v for k, v in result.metrics.items()})
+    run.finish()
+
+
+def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
+    recipe = job.recipe
+    context = init_distributed()
+    if job.annotations is not None:
+        if job.images is None:
+            raise ConfigError("--annotations in model mode needs --images DIR")
+        annotations, image_root, name = job.annotations, job.images, job.annotations.stem
+    else:
+        name = job.eval_dataset or (recipe.data.test[0] if recipe.data.test else None)
+        if name is None:
+            raise ConfigError(
+                "the recipe has no test set; pass --eval-dataset NAME or --annotations"
+            )
+        resolved = DatasetCatalog(job.data_root, recipe.data.datasets).get(name)
+        annotations, image_root = resolved.annotations, resolved.image_root
+    dataset = LvisDataset(annotations, image_root)
+    if len(dataset.category_ids) != recipe.model.classifier.num_classes:
+        raise ConfigError(
+            f"{annotations} has {len(dataset.category_ids)} categories but the recipe's "
+            f"classifier has {recipe.model.classifier.num_classes}"
+        )
+    conditioned = job.conditioned if job.conditioned is not None else recipe.test.oracle
+    predictor = Predictor.from_recipe(
+        recipe,
+        job.weights,
+        data_root=job.data_root,
+        cache_dir=job.cache_dir,
+        offline=job.offline,
+        device=context.device,
+    )
+    predictor.max_detections = max(_budgets(job, recipe.test.detections_per_image))
+    output_dir = job.output_dir or Path(recipe.resolved_output_dir()) / f"eval_{name}"
+    total = min(len(dataset), job.max_images or len(dataset))
+    indices = shard_range(total, context.rank, context.world_size)
+    shard = output_dir / "shards" / f"rank{context.rank:03d}.jsonl"
+    if context.is_main:
+        say(
+            f"evaluating [bold]{recipe.name}[/] ({job.weights}) on {name}: {total:,} images, "
+            f"{'conditioned on GT classes' if conditioned else 'all classes'}, "
+            f"{context.world_size} process(es) -> {output_dir}"
+        )
+    with progress_bar("img", disable=not context.is_main) as bar:
+        task = bar.add_task("inference", total=len(indices))
+        stats = predict_shard(
+            predictor,
+            dataset,
+            shard,
+            conditioned=conditioned,
+            indices=indices,
+            max_bad_images=job.max_bad_images,
+            on_image=lambda: bar.advance(task),
+        )
+    barrier()
+    if not context.is_main:
+        return None
+    shards = sorted((output_dir / "shards").glob("rank*.jsonl"))[: context.world_size]
+    predictions = output_dir / "predictions.json"
+    count = combine_shards(shards, predictions)
+    say(
+        f"{count:,} detections from {total:,} images ({stats.bad_images} unreadable on rank 0) "
+        f"-> {predictions}"
+    )
+    if not any(len(r.classes) for r in dataset.records[:total]):
+        say("the dataset has no boxes: predictions written, nothing to score")
+        return None
+    return score_predictions(
+        job,
+        predictions,
+        annotations,
+        output_dir / "metrics.json",
+        say=say,
+        recipe_name=recipe.name,
+        default_dets=recipe.test.detections_per_image,
+        image_ids=[r.image_id for r in dataset.records[:total]],
+    )
