@@ -84,7 +84,7 @@ class EvalJob:
     conditioned: bool | None = None  # None: the recipe's test.oracle
     k: list[int] = field(default_factory=list)  # c-mAP budgets; empty: max_dets
     max_dets: int | None = None  # None: the recipe's test.detections_per_image
-    per_class_cap: int = -1
+    per_class_cap: int | None = None  # None: the recipe's (-1: no cap; scoring a file: -1)
     protocol: str = "standard"  # standard | fixed | coco
     backend: str = "decola"  # decola | faster-coco-eval | lvis-api
     output_dir: Path | None = None  # None: <recipe output>/eval_<dataset>
@@ -102,17 +102,17 @@ class SelfLabelJob:
     """``decola self-label``: label ``label_dataset`` (a catalog set, default the recipe's test
     set) or ``image_info`` + ``image_root`` with the phase-1 ``weights`` (a path or zoo name) at
     each of ``min_sizes`` (default: the recipe's ``self_label.min_sizes``) with the long side at
-    most ``max_size`` (default: the recipe's ``test.max_size``)."""
+    most ``max_size`` (default: the recipe's ``test.max_size``), into ``output_dir``."""
 
     recipe: Recipe
     weights: str | Path
-    output_dir: Path
+    output_dir: Path | None = None  # None: <recipe output_dir>/<self_label.prediction_name>
     min_sizes: list[int] | None = None
     max_size: int | None = None
     label_dataset: str | None = None
     image_info: Path | None = None
     image_root: Path | None = None
-    batch_size: int = 1
+    batch_size: int | None = None  # None: the recipe's test.batch_size
     shard_images: int = 2000
     max_bad_images: int = 100
     postprocess: bool = False  # then convert, merge and dedup (run_pseudo_chain)

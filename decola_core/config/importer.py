@@ -64,6 +64,21 @@ WEIGHT_FILES = {
     "weights/BoxSup-DeformDETR_Lbase_CLIP_SwinL_4x.pth": "zoo:boxsup-lbase-swinl",
 }
 
+#: Keys of options decola does not have, each with the reason it can be ignored.
+SETTLED_KEYS = {
+    "MODEL.DETR.TWO_STAGE": "always two-stage (as every released model)",
+    "MODEL.DETR.WITH_BOX_REFINE": "always iterative box refinement (as every released model)",
+    "MODEL.DETR.DEEP_SUPERVISION": "every decoder layer is always supervised (as released)",
+    "MODEL.DETR.MIXED_SELECTION": "not used by any released model; not supported",
+    "MODEL.DETR.USE_ADAPTIVE_NUM_QUERY_FOR_EVALUATION": "box-efficiency analysis; not supported",
+    "MODEL.DETR.PER_CLASS_NUM_QUERY": "box-efficiency analysis; not supported",
+    "INPUT.TRAIN_SIZE": "EfficientDet resize-crop (CenterNet2 recipes); not supported yet",
+    "INPUT.SCALE_RANGE": "EfficientDet resize-crop (CenterNet2 recipes); not supported yet",
+    "DATALOADER.DATASET_INPUT_SIZE": "EfficientDet resize-crop; not supported yet",
+    "DATALOADER.DATASET_INPUT_SCALE": "EfficientDet resize-crop; not supported yet",
+    "TEST.EVAL_PERIOD": "no evaluation during training: run decola eval or train --eval-only",
+}
+
 #: Subtrees and keys that no DETR-family model reads.
 IGNORED_PREFIXES = (
     "MODEL.ANCHOR_GENERATOR",
@@ -241,8 +256,6 @@ RULES: list[Rule] = [
             "MODEL.DETR.DROPOUT": "model.transformer.dropout",
             "MODEL.DETR.NUM_FEATURE_LEVELS": "model.transformer.num_feature_levels",
             "MODEL.DETR.NUM_OBJECT_QUERIES": "model.transformer.num_queries",
-            "MODEL.DETR.TWO_STAGE": "model.transformer.two_stage",
-            "MODEL.DETR.WITH_BOX_REFINE": "model.transformer.with_box_refine",
             "MODEL.DETR.LOOK_FORWARD_TWICE": "model.transformer.look_forward_twice",
             "MODEL.DETR.IN_FEATURES": "model.transformer.in_features",
             "MODEL.DETR.NUM_CLASSES": "model.classifier.num_classes",
@@ -250,7 +263,6 @@ RULES: list[Rule] = [
             "MODEL.DETR.L1_WEIGHT": "model.loss.bbox_l1_weight",
             "MODEL.DETR.GIOU_WEIGHT": "model.loss.giou_weight",
             "MODEL.DETR.FOCAL_ALPHA": "model.loss.focal_alpha",
-            "MODEL.DETR.DEEP_SUPERVISION": "model.loss.deep_supervision",
             "MODEL.DETR.USE_FED_LOSS": "model.loss.use_fed_loss",
             "DATASETS.TEST": "data.test",
             "DATALOADER.SAMPLER_TRAIN": ("data.sampler", _choice(SAMPLERS, "sampler")),
@@ -267,8 +279,6 @@ RULES: list[Rule] = [
             "INPUT.CROP.ENABLED": "data.crop.enabled",
             "INPUT.CROP.TYPE": "data.crop.type",
             "INPUT.CROP.SIZE": "data.crop.size",
-            "INPUT.TRAIN_SIZE": "data.train_size",
-            "INPUT.SCALE_RANGE": "data.scale_range",
             "INPUT.RANDOM_FLIP": "data.random_flip",
             "INPUT.MIN_SIZE_TEST": "test.min_size",
             "INPUT.MAX_SIZE_TEST": "test.max_size",
@@ -300,7 +310,6 @@ RULES: list[Rule] = [
             "TEST.DETECTIONS_PER_IMAGE": "test.detections_per_image",
             "TEST.DETECTIONS_PER_CLASS_IMAGE": "test.detections_per_class_per_image",
             "TEST.BATCH_SIZE": "test.batch_size",
-            "TEST.EVAL_PERIOD": "test.eval_period",
             "TEST.PREDICTION_SAVE_FILENAME": "self_label.prediction_name",
             "WANDB.PROJECT": "logging.wandb.project",
             "WANDB.GROUP": "logging.wandb.group",
@@ -339,12 +348,9 @@ RULES: list[Rule] = [
     *_table(
         "deformable_detr",
         {
-            "MODEL.DETR.MIXED_SELECTION": "model.transformer.mixed_selection",
             "MODEL.DETR.WEAK_WEIGHT": "model.loss.weak_weight",
             "MODEL.DETR.ORACLE_EVALUATION": "test.oracle",
             "MODEL.DETR.TEST_SCORE_THRESHOLD": "test.score_threshold",
-            "MODEL.DETR.USE_ADAPTIVE_NUM_QUERY_FOR_EVALUATION": "test.adaptive_num_queries",
-            "MODEL.DETR.PER_CLASS_NUM_QUERY": "test.per_class_num_queries",
             "MODEL.DETR.USE_ZEROSHOT_CLS": "model.classifier.use_zeroshot",
             "MODEL.DETR.ZEROSHOT_WEIGHT_PATH": ("model.classifier.embeddings", _data_path),
             "MODEL.DETR.ZEROSHOT_WEIGHT_DIM": "model.classifier.embed_dim",
@@ -467,6 +473,8 @@ def import_original(path: str | Path) -> ImportResult:
                 _set(recipe, target, _apply(convert, value, key))
             else:
                 ignored.append((key, f"read only by {reader}, not used by this recipe"))
+        elif key in SETTLED_KEYS:
+            ignored.append((key, SETTLED_KEYS[key]))
         elif key in SPECIAL_KEYS:
             continue
         elif key.startswith(IGNORED_PREFIXES):
@@ -508,11 +516,6 @@ def _import_train_sets(flat: Mapping[str, Any], recipe: dict[str, Any]) -> None:
                         flat, "DATALOADER.DATASET_MIN_SIZES", i, [[640, 800], [320, 400]]
                     )
                     entry["max_size"] = _at(flat, "DATALOADER.DATASET_MAX_SIZES", i, [1333, 667])
-                elif aug == "EfficientDetResizeCrop":
-                    entry["input_size"] = _at(flat, "DATALOADER.DATASET_INPUT_SIZE", i, [896, 384])
-                    entry["input_scale"] = _at(
-                        flat, "DATALOADER.DATASET_INPUT_SCALE", i, [[0.1, 2.0], [0.5, 1.5]]
-                    )
         entries.append(entry)
     if entries:
         _set(recipe, "data.train", entries)

@@ -81,10 +81,7 @@ class TransformerConfig(Section):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     num_feature_levels: int = Field(4, gt=0)
     num_queries: int = Field(300, gt=0, description="Object-mode (and baseline) query count.")
-    two_stage: bool = True
-    with_box_refine: bool = True
     look_forward_twice: bool = True
-    mixed_selection: bool = Field(False, description="Baseline only: learned content queries.")
     in_features: list[str] = Field(default_factory=lambda: ["res3", "res4", "res5"])
 
 
@@ -105,7 +102,9 @@ class ClassifierConfig(Section):
         "metadata/lvis_v1_train_cat_info.json",
         description="Category list with image_count, used for the federated-loss weights.",
     )
-    use_zeroshot: bool = Field(True, description="Baseline: CLIP classifier instead of linear.")
+    use_zeroshot: bool = Field(
+        True, description="Baseline: the CLIP zero-shot classifier (a linear one is not supported)."
+    )
     norm_weight: bool = Field(True, description="Baseline: cosine scoring.")
     norm_temperature: float = Field(50.0, gt=0)
     bias_init: float = Field(
@@ -156,7 +155,6 @@ class LossConfig(Section):
     bbox_l1_weight: float = Field(5.0, ge=0)
     giou_weight: float = Field(2.0, ge=0)
     focal_alpha: float = Field(0.25, ge=0, le=1)
-    deep_supervision: bool = True
     use_fed_loss: bool = True
     fed_loss_num_classes: int = Field(50, gt=0)
     fed_loss_freq_weight: float = Field(0.5, ge=0)
@@ -223,8 +221,6 @@ class TrainDataset(Section):
         None, description="Short-side sizes: a [lo, hi] range or a list of choices."
     )
     max_size: int | None = Field(None, gt=0)
-    input_size: int | None = Field(None, gt=0, description="EfficientDet resize-crop side.")
-    input_scale: list[float] | None = Field(None, description="EfficientDet scale range.")
     score_threshold: float = Field(
         0.0, ge=0.0, le=1.0, description="Drop pseudo boxes scoring below this (per box)."
     )
@@ -266,9 +262,9 @@ class DataConfig(Section):
     min_size_train: list[int] = Field(default_factory=lambda: [800])
     min_size_train_sampling: Literal["choice", "range", "range_by_clipping"] = "choice"
     max_size_train: int = Field(1333, gt=0)
-    crop: CropConfig = Field(default_factory=CropConfig)
-    train_size: int = Field(640, gt=0, description="EfficientDet resize-crop side.")
-    scale_range: list[float] = Field(default_factory=lambda: [0.1, 2.0])
+    crop: CropConfig = Field(
+        default_factory=CropConfig, description="The random crop of the detr augmentation."
+    )
     random_flip: Literal["horizontal", "vertical", "none"] = "horizontal"
 
     @model_validator(mode="after")
@@ -350,17 +346,18 @@ class TestConfig(Section):
         False, description="Prompts (DECOLA) or allowed classes (baseline) = the GT classes."
     )
     score_threshold: float = Field(0.0, ge=0.0, le=1.0)
-    adaptive_num_queries: bool = Field(False, description="Baseline box-efficiency analysis.")
-    per_class_num_queries: int = Field(0, ge=0)
-    eval_period: int = Field(0, ge=0)
 
 
 class SelfLabelConfig(Section):
     """Offline pseudo-labelling of image-labelled data with a phase-1 model."""
 
     enabled: bool = False
-    min_sizes: list[int] = Field(default_factory=list, description="Test short sides to label at.")
-    prediction_name: str = ""
+    min_sizes: list[int] = Field(
+        default_factory=list, description="Test short sides to label at (decola self-label)."
+    )
+    prediction_name: str = Field(
+        "", description="Default output folder of decola self-label: <output_dir>/<this>."
+    )
 
 
 class WandbConfig(Section):

@@ -209,9 +209,10 @@ class DatasetCatalog:
     def __contains__(self, name: str) -> bool:
         return name in self._specs
 
-    def open(self, name: str, *, min_score: float = 0.0):
-        """The dataset's records (an LVIS-base view is built from LVIS when its file is absent)."""
-        from decola_core.data.lvis import LvisDataset
+    def open(self, name: str, *, min_score: float = 0.0, drop_empty: bool = False):
+        """The dataset's records (an LVIS-base view is built from LVIS when its file is absent);
+        ``drop_empty`` leaves out images without boxes."""
+        from decola_core.data.lvis import LvisDataset  # lvis imports the catalog's leaf modules
 
         resolved = self.get(name)
         spec = resolved.spec
@@ -223,5 +224,8 @@ class DatasetCatalog:
                     resolved.image_root,
                     min_score=min_score,
                     drop_frequencies=set(spec.drop_frequencies),
+                    drop_empty=drop_empty,
                 )
-        return LvisDataset(resolved.annotations, resolved.image_root, min_score=min_score)
+        return LvisDataset(
+            resolved.annotations, resolved.image_root, min_score=min_score, drop_empty=drop_empty
+        )

@@ -27,6 +27,7 @@ from decola_core.data.samplers import (
     repeat_factors,
 )
 from decola_core.data.transforms import build_train_augmentation, filter_boxes
+from decola_core.errors import ConfigError
 from decola_core.structures.boxes import box_xyxy_to_cxcywh
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,19 @@ class TrainData:
     ) -> None:
         catalog = DatasetCatalog(data_root, recipe.data.datasets)
         self.configs = recipe.data.train
-        self.datasets = [catalog.open(d.name, min_score=d.score_threshold) for d in self.configs]
+        image_sets = [d.name for d in self.configs if d.ann_type == "image"]
+        if image_sets and not recipe.model.with_image_labels:
+            raise ConfigError(
+                f"the recipe trains on image-labelled data ({', '.join(image_sets)}) but "
+                "model.with_image_labels is false; set it to true"
+            )
+        drop_empty = recipe.data.filter_empty_annotations
+        self.datasets = [
+            catalog.open(
+                d.name, min_score=d.score_threshold, drop_empty=drop_empty and d.ann_type == "box"
+            )
+            for d in self.configs
+        ]
         self.ann_types = [d.ann_type for d in self.configs]
         self.augmentations = [
             build_train_augmentation(recipe.data, d if len(self.configs) > 1 else None)
@@ -74,9 +87,21 @@ class TrainData:
         batch_sizes = [
             d.batch_size or max(1, recipe.solver.ims_per_batch // world) for d in self.configs
         ]
-        self.planner = BatchPlanner(stream, source_of, landscape, batch_sizes, rank, world)
+        if len(self.configs) > 1 and not recipe.data.multi_dataset_grouping:
+            raise ConfigError(
+                "batches that mix training sets are not supported; set "
+                "data.multi_dataset_grouping true (each batch from one set, as released)"
+            )
+        self.planner = BatchPlanner(
+            stream,
+            source_of,
+            landscape,
+            batch_sizes,
+            rank,
+            world,
+            by_orientation=recipe.data.aspect_ratio_grouping,
+        )
         self.seed, self.rank = seed, rank
-        self.grouping = recipe.data.multi_dataset_grouping or recipe.data.aspect_ratio_grouping
 
     def _stream(self, recipe: Recipe, sizes: list[int], seed: int) -> TrainStream:
         total = sum(sizes)

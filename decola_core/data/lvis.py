@@ -43,7 +43,8 @@ class LvisDataset:
     concatenated arrays with per-image offsets, file names one byte string with offsets, so
     data-loader workers share the memory instead of copying millions of objects.
     ``drop_frequencies`` removes the boxes of categories with those LVIS frequency tags (e.g.
-    ``{"r"}`` gives LVIS-base); ``min_score`` drops boxes scoring below it (pseudo-labels).
+    ``{"r"}`` gives LVIS-base); ``min_score`` drops boxes scoring below it (pseudo-labels);
+    ``drop_empty`` leaves out the images that have no box left.
     Images in the skip list that ``decola data check`` wrote beside the file are left out.
     """
 
@@ -55,6 +56,7 @@ class LvisDataset:
         drop_frequencies: set[str] | frozenset[str] = frozenset(),
         min_score: float = 0.0,
         skip_unreadable: bool = True,
+        drop_empty: bool = False,
     ) -> None:
         path = Path(annotations)
         data = read_json_file(path)
@@ -78,6 +80,10 @@ class LvisDataset:
             and a["image_id"] not in skip
             and a.get("score", 1.0) >= min_score
         ]
+        if drop_empty:  # detectron2's FILTER_EMPTY_ANNOTATIONS: images without a box go
+            with_boxes = {a["image_id"] for a in anns}
+            images = [img for img in images if img["id"] in with_boxes]
+            order = {img["id"]: n for n, img in enumerate(images)}
         try:
             owner = np.array([order[a["image_id"]] for a in anns], dtype=np.int64)
             classes = np.array([contiguous[a["category_id"]] for a in anns], dtype=np.int64)

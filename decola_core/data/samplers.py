@@ -95,6 +95,7 @@ class BatchPlanner:
     batch_sizes: list[int]
     rank: int = 0
     world: int = 1
+    by_orientation: bool = True  # data.aspect_ratio_grouping: landscape and portrait apart
     position: int = 0
     buckets: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
@@ -110,7 +111,7 @@ class BatchPlanner:
         for position, index in self.stream.for_rank(self.rank, self.world, self.position):
             self.position = position + 1
             source = int(self.source_of[index])
-            key = f"{source}:{int(self.landscape[index])}"
+            key = f"{source}:{int(self.landscape[index])}" if self.by_orientation else f"{source}"
             bucket = self.buckets.setdefault(key, [])
             bucket.append((position, index))
             if len(bucket) == self.batch_sizes[source]:

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 from torchvision.transforms.functional import resize
 
+from decola_core.config.schema import DataConfig, TrainDataset
+from decola_core.errors import ConfigError
+
 Sample = tuple[torch.Tensor, np.ndarray]  # image (3, H, W) uint8, boxes (n, 4) xyxy float
 
 
@@ -50,14 +53,22 @@ class ResizeShortestEdge:
 
 @dataclass
 class RandomFlip:
+    """Flip the image and its xyxy boxes with probability ``prob``, left-right
+    (``horizontal``), upside down (``vertical``), or never (``none``)."""
+
     prob: float = 0.5
+    direction: str = "horizontal"
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         image, boxes = sample
-        if rng.random() >= self.prob:
+        if self.direction == "none" or rng.random() >= self.prob:
             return sample
-        w = image.shape[2]
         flipped = boxes.copy()
+        if self.direction == "vertical":
+            h = image.shape[1]
+            flipped[:, 1], flipped[:, 3] = h - boxes[:, 3], h - boxes[:, 1]
+            return image.flip(-2), flipped
+        w = image.shape[2]
         flipped[:, 0], flipped[:, 2] = w - boxes[:, 2], w - boxes[:, 0]
         return image.flip(-1), flipped
 
@@ -87,11 +98,12 @@ class DetrAugmentation:
 
     min_sizes: list[int]
     max_size: int
-    crop: tuple[int, int] = (384, 600)
+    crop: tuple[int, int] | None = (384, 600)  # None: no crop branch (data.crop.enabled false)
+    flip: str = "horizontal"
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        sample = RandomFlip()(sample, rng)
-        if rng.random() < 0.5:
+        sample = RandomFlip(direction=self.flip)(sample, rng)
+        if self.crop is None or rng.random() < 0.5:
             return ResizeShortestEdge(self.min_sizes, self.max_size)(sample, rng)
         sample = ResizeShortestEdge([400, 500, 600], sys.maxsize)(sample, rng)
         sample = RandomCropAbsoluteRange(*self.crop)(sample, rng)
@@ -108,7 +120,9 @@ class Compose:
         return sample
 
 
-def build_train_augmentation(data_cfg, dataset_cfg=None) -> Compose:
+def build_train_augmentation(
+    data_cfg: DataConfig, dataset_cfg: TrainDataset | None = None
+) -> Compose:
     """The augmentation of a recipe (per-dataset sizes override the global ones)."""
     sizes = (
         dataset_cfg.min_size
@@ -120,18 +134,22 @@ def build_train_augmentation(data_cfg, dataset_cfg=None) -> Compose:
         if dataset_cfg is not None and dataset_cfg.max_size
         else data_cfg.max_size_train
     )
-    if data_cfg.augmentation == "detr":
-        crop = tuple(int(v) for v in data_cfg.crop.size)
-        return Compose([DetrAugmentation(list(sizes), max_size, crop)])
+    if data_cfg.augmentation == "detr":  # data.crop belongs to DETR's augmentation only
+        crop_cfg = data_cfg.crop
+        if crop_cfg.enabled and crop_cfg.type != "absolute_range":
+            raise ConfigError(
+                f"data.crop.type '{crop_cfg.type}' is not supported with the detr augmentation "
+                "(only absolute_range, as in the released recipes)"
+            )
+        crop = tuple(int(v) for v in crop_cfg.size) if crop_cfg.enabled else None
+        return Compose([DetrAugmentation(list(sizes), max_size, crop, data_cfg.random_flip)])
     if data_cfg.augmentation in ("resize_shortest_edge", "default"):
         per_dataset = dataset_cfg is not None and dataset_cfg.min_size
         sampling = "range" if per_dataset and len(sizes) == 2 else data_cfg.min_size_train_sampling
         steps = [ResizeShortestEdge(list(sizes), max_size, sampling)]
-        if data_cfg.random_flip == "horizontal":
-            steps.append(RandomFlip())
+        if data_cfg.random_flip != "none":
+            steps.append(RandomFlip(direction=data_cfg.random_flip))
         return Compose(steps)
-    from decola_core.errors import ConfigError
-
     raise ConfigError(
         f"data.augmentation '{data_cfg.augmentation}' is not supported for training yet"
     )

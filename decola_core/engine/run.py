@@ -90,6 +90,8 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         console.print(
             f"training [bold]{recipe.name}[/] ({recipe.model.architecture}) -> {output_dir}"
         )
+        if recipe.description:
+            console.print(f"  {recipe.description}", markup=False)
         for line in trainer.data.describe():
             console.print(f"  data  {line}")
         console.print(

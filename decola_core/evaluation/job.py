@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from decola_core.config.schema import Recipe
 from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.lvis import LvisDataset
 from decola_core.engine.distributed import barrier, init_distributed
@@ -69,11 +70,15 @@ def score_predictions(
     metrics_path: Path | None,
     *,
     say: Say,
-    recipe_name: str | None = None,
-    default_dets: int = 300,
+    recipe: Recipe | None = None,
     image_ids: list[int] | None = None,
 ) -> EvalReport:
-    """AP of a results file at each budget; writes metrics.json and the per-category CSV."""
+    """AP of a results file at each budget (defaults from ``recipe`` when a model made it);
+    writes metrics.json and the per-category CSV."""
+    default_dets = recipe.test.detections_per_image if recipe is not None else 300
+    per_class_cap = job.per_class_cap
+    if per_class_cap is None:
+        per_class_cap = recipe.test.detections_per_class_per_image if recipe is not None else -1
     truth = GroundTruth.load(annotations)
     if image_ids is not None and len(image_ids) < len(truth.image_ids):
         truth = truth.restrict(image_ids)
@@ -95,14 +100,14 @@ def score_predictions(
                 truth,
                 preds,
                 max_dets=budget,
-                per_class_cap=job.per_class_cap,
+                per_class_cap=per_class_cap,
                 protocol=protocol,
                 backend=job.backend,
             )
     metrics_path = metrics_path or predictions.with_name("metrics.json")
     csv_path = _write_outputs(results, truth, metrics_path, protocol)
     if job.wandb:
-        _log_wandb(results, job, recipe_name)
+        _log_wandb(results, job, recipe.name if recipe is not None else None)
     return EvalReport(results, protocol, bool(job.k), metrics_path, csv_path, predictions)
 
 
@@ -168,7 +173,9 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
             f"{annotations} has {len(dataset.category_ids)} categories but the recipe's "
             f"classifier has {recipe.model.classifier.num_classes}"
         )
-    conditioned = job.conditioned if job.conditioned is not None else recipe.test.oracle
+    oracle = job.conditioned if job.conditioned is not None else recipe.test.oracle
+    # test.conditioned without the oracle: class mode prompted with every class (in chunks)
+    every_class = not oracle and recipe.test.conditioned
     predictor = Predictor.from_recipe(
         recipe,
         job.weights,
@@ -185,7 +192,8 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
     if context.is_main:
         say(
             f"evaluating [bold]{recipe.name}[/] ({job.weights}) on {name}: {total:,} images, "
-            f"{'conditioned on GT classes' if conditioned else 'all classes'}, "
+            f"{'conditioned on GT classes' if oracle else 'all classes'}"
+            f"{' (class mode)' if every_class else ''}, "
             f"{context.world_size} process(es) -> {output_dir}"
         )
     with progress_bar("img", disable=not context.is_main) as bar:
@@ -194,7 +202,8 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
             predictor,
             dataset,
             shard,
-            conditioned=conditioned,
+            conditioned=oracle,
+            prompt_every_class=every_class,
             indices=indices,
             max_bad_images=job.max_bad_images,
             on_image=lambda: bar.advance(task),
@@ -218,7 +227,6 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
         annotations,
         output_dir / "metrics.json",
         say=say,
-        recipe_name=recipe.name,
-        default_dets=recipe.test.detections_per_image,
+        recipe=recipe,
         image_ids=[r.image_id for r in dataset.records[:total]],
     )

@@ -39,12 +39,14 @@ def predict_shard(
     *,
     conditioned: bool,
     indices: range,
+    prompt_every_class: bool = False,
     max_bad_images: int = 0,
     on_image: Callable[[], None] | None = None,
 ) -> InferenceStats:
     """Detections of the images in ``indices`` as LVIS records in a JSON-lines ``shard``.
 
-    Conditioned: each image is prompted with its own GT classes (object mode when it has none).
+    Conditioned: each image is prompted with its own GT classes (object mode when it has none);
+    ``prompt_every_class``: otherwise prompted with every class (class mode, in chunks).
     A missing or corrupt image is skipped and counted; more than ``max_bad_images`` aborts.
     """
     stats = InferenceStats()
@@ -63,6 +65,8 @@ def predict_shard(
                     ) from None
                 continue
             classes = np.unique(record.classes) if conditioned else None
+            if classes is None and prompt_every_class:
+                classes = np.arange(len(dataset.category_ids))
             det = predictor(
                 [image], classes=classes if classes is not None and classes.size else None
             )[0]

@@ -68,8 +68,14 @@ def resolve_job(job: SelfLabelJob) -> SelfLabelJob:
         resolved = DatasetCatalog(job.data_root, recipe.data.datasets).get(name)
         image_info, image_root = resolved.annotations, resolved.image_root
     weights = resolve_weights(str(job.weights), job.cache_dir, offline=job.offline)
+    output_dir = job.output_dir
+    if output_dir is None:
+        name = recipe.self_label.prediction_name or "self_label"
+        output_dir = Path(recipe.resolved_output_dir()) / name
     return replace(
         job,
+        output_dir=Path(output_dir),
+        batch_size=job.batch_size or recipe.test.batch_size,
         min_sizes=min_sizes,
         max_size=job.max_size or recipe.test.max_size,
         image_info=Path(image_info),

@@ -13,6 +13,17 @@ from decola_core.errors import ConfigError
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """detectron2's ``get_norm``: FrozenBN, BN, SyncBN (synchronised under DDP) or GN (32)."""
+    if norm == "FrozenBN":
+        return FrozenBatchNorm2d(channels)
+    if norm == "SyncBN":
+        return nn.SyncBatchNorm(channels)
+    if norm == "GN":
+        return nn.GroupNorm(32, channels)
+    return nn.BatchNorm2d(channels)
+
+
 class ConvNorm(nn.Conv2d):
     """Conv2d (no bias) with a ``norm`` child, detectron2's ``Conv2d(..., norm=...)``."""
 
@@ -26,7 +37,7 @@ class ConvNorm(nn.Conv2d):
         norm: str = "FrozenBN",
     ) -> None:
         super().__init__(cin, cout, kernel, stride=stride, padding=padding, bias=False)
-        self.norm = FrozenBatchNorm2d(cout) if norm == "FrozenBN" else nn.BatchNorm2d(cout)
+        self.norm = norm_layer(norm, cout)
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,8 @@ class ResNetBody(nn.Module):
         del base.fc, base.avgpool
         if norm == "FrozenBN":
             freeze_batch_norm(base)
+        elif norm == "SyncBN":  # statistics synchronised over the processes of a DDP job
+            base = nn.SyncBatchNorm.convert_sync_batchnorm(base)
         self.base = base
         self.out_channels = {
             f"layer{lvl}": _block_channels(self._stage(lvl - 1)[-1]) for lvl in self.out_levels

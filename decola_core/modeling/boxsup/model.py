@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from decola_core.config.schema import PRIOR_BIAS, Recipe
+from decola_core.errors import ConfigError
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.boxsup.criterion import BaselineCriterion
 from decola_core.modeling.classifier import DeticZeroShotClassifier
@@ -84,6 +85,11 @@ class BoxSupDETR(DeformableDETRBase):
         """The baseline network of ``recipe`` (architecture ``deformable_detr``)."""
         cfg = recipe.model
         t, c, loss = cfg.transformer, cfg.classifier, cfg.loss
+        if not c.use_zeroshot:
+            raise ConfigError(
+                "model.classifier.use_zeroshot false (a learned linear classifier) is not "
+                "supported; the baseline classifies with the CLIP class embeddings"
+            )
         backbone = MaskedBackbone(build_backbone(cfg.backbone), t.in_features)
         transformer = DeformableTransformer.from_config(cfg, reinit_decoder=True)
         embeddings = load_embeddings(
