@@ -154,24 +154,26 @@ def self_label_rates(tmp: Path) -> tuple[float, float, float]:
 
     def job(out: str, min_sizes: list[int]) -> SelfLabelJob:
         return SelfLabelJob(
-            recipe,
-            weights,
-            root / "annotations" / "toy_image_labels.json",
-            root / "images",
-            tmp / out,
-            min_sizes,
+            recipe=recipe,
+            weights=weights,
+            image_info=root / "annotations" / "toy_image_labels.json",
+            image_root=root / "images",
+            output_dir=tmp / out,
+            min_sizes=min_sizes,
             max_size=200,
             shard_images=64,
             data_root=data_root,
         )
 
-    run_self_label(job("warm_up", sizes[:1]), DistContext())  # first-call costs paid here
+    run_self_label(
+        job("warm_up", sizes[:1]), DistContext(), progress=False
+    )  # first-call costs paid here
     start = time.perf_counter()
-    run_self_label(job("one_pass", sizes), DistContext())
+    run_self_label(job("one_pass", sizes), DistContext(), progress=False)
     one_pass = 64 * len(sizes) / (time.perf_counter() - start)
     start = time.perf_counter()
     for size in sizes:
-        run_self_label(job(f"size_{size}", [size]), DistContext())
+        run_self_label(job(f"size_{size}", [size]), DistContext(), progress=False)
     per_size = 64 * len(sizes) / (time.perf_counter() - start)
     return one_pass, per_size, _decode_seconds(root / "images")
 

@@ -20,6 +20,7 @@ import typer
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
+from pydantic_settings.exceptions import SettingsError
 from rich.markup import escape
 
 from decola_core.errors import ConfigError
@@ -160,6 +161,12 @@ def build_settings(cls: type[SettingsT], **cli_values: Any) -> SettingsT:
     given = {k: v for k, v in cli_values.items() if v is not None}
     try:
         return cls(**given)
+    except SettingsError as err:  # an environment variable that does not parse
+        field = str(err).split('"')[1] if '"' in str(err) else "?"
+        raise ConfigError(
+            f"environment variable {ENV_PREFIX}{field.upper()}: not a valid value "
+            f'({err.__cause__ or err}); lists are JSON, e.g. \'["a", "b"]\''
+        ) from None
     except ValidationError as err:
         flags = cli_flags(cls)
         problems = []

@@ -1,6 +1,6 @@
 """decola: train, evaluate and run DECOLA open-vocabulary object detectors.
 
-The core library. It is importable without the command-line layer (``decola_cli``) and
+The core library. It is importable without the command-line layer and
 imports heavy dependencies (torch, timm, open_clip) only inside the modules that need them.
 """
 

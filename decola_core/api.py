@@ -8,8 +8,19 @@ from pathlib import Path
 
 import torch
 
+from decola_core.config.loader import load_recipe
+from decola_core.data.images import read_image
+from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
+from decola_core.engine.predict import (
+    draw_detections,
+    filter_detections,
+    recipe_for_weights,
+    run_predict,
+    use_custom_vocabulary,
+)
 from decola_core.modeling.postprocess import Detections
-from decola_core.modeling.predictor import Predictor
+from decola_core.modeling.predictor import Predictor, as_uint8_chw
+from decola_core.zoo import resolve_weights
 
 
 @dataclass
@@ -51,10 +62,6 @@ class Detector:
     ) -> Detector:
         """Load a zoo model by name or a weights file; ``config`` names the recipe when the
         weights do not come with one (zoo entries and ``decola train`` checkpoints do)."""
-        from decola_core.config.loader import load_recipe
-        from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
-        from decola_core.engine.predict import recipe_for_weights
-        from decola_core.zoo import resolve_weights
 
         weights = resolve_weights(str(name_or_path), Path(cache_dir).expanduser(), offline=offline)
         if config is not None:
@@ -81,8 +88,6 @@ class Detector:
         """Detect any ``names`` from now on: they are embedded with the local CLIP weights
         (open_clip ``clip_model``, default ViT-B-32-quickgelu) and cached. Returns whether the
         embeddings came from the cache."""
-        from decola_core.engine.predict import use_custom_vocabulary
-
         device = str(next(self.predictor.model.parameters()).device)
         return use_custom_vocabulary(
             self.predictor, names, clip_weights, clip_model=clip_model, template=template,
@@ -96,8 +101,6 @@ class Detector:
     def predict_files(self, job, on_image=None) -> list[Path]:
         """``decola predict``: a JSON and an annotated PNG per image file of ``job``
         (:class:`~decola_core.jobs.PredictJob`); returns the JSON paths."""
-        from decola_core.engine.predict import run_predict
-
         return run_predict(self.predictor, job, on_image=on_image)
 
     @property
@@ -119,8 +122,6 @@ class Detector:
         With ``classes`` the model is prompted with them (class mode) unless ``conditioned`` is
         False, which detects in object mode and keeps those classes only.
         """
-        from decola_core.engine.predict import filter_detections
-
         tensor = _as_tensor(image)
         wanted = None if classes is None else self.predictor.class_ids(classes)
         prompts = wanted if wanted is not None and conditioned else None
@@ -137,16 +138,10 @@ class Detector:
 
     def draw(self, image, detections: NamedDetections | Detections):
         """A PIL image with the detections' boxes, names and scores drawn on ``image``."""
-        from decola_core.engine.predict import draw_detections
-
         return draw_detections(_as_tensor(image), detections, self.class_names)
 
 
 def _as_tensor(image) -> torch.Tensor:
-    from decola_core.modeling.predictor import as_uint8_chw
-
     if isinstance(image, (str, Path)):
-        from decola_core.data.images import read_image
-
         return read_image(Path(image))
     return as_uint8_chw(image)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -82,3 +84,29 @@ def toy_model(tmp_path_factory) -> tuple[Path, Path, Path]:
     bare = save_weights(model, root / "bare.pth")
     with_recipe = save_weights(model, root / "trained.pth", recipe=recipe.model_dump(mode="json"))
     return data_root, bare, with_recipe
+
+
+class DecolaRunner:
+    """Runs the ``decola`` command as users do (a child process, wide terminal, captured
+    output): ``decola("eval", "--predictions", f)`` -> CompletedProcess; ``decola.argv(...)``
+    is the command line, for tests that start and kill the process themselves."""
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "decola_cli.main", *map(str, args)]
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
+        )
+
+
+@pytest.fixture(scope="session")
+def decola() -> DecolaRunner:
+    """The ``decola`` command line (see :class:`DecolaRunner`)."""
+    return DecolaRunner()

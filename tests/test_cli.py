@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,19 +29,8 @@ COMMANDS = [
 GROUPS = (["config"], ["zoo"])
 
 
-def decola(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "decola_cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "decola")
-def test_help_shows_examples(command: list[str]) -> None:
+def test_help_shows_examples(decola, command: list[str]) -> None:
     result = decola(*command, "--help")
     assert result.returncode == 0, result.stderr
     assert "Usage" in result.stdout
@@ -82,7 +70,7 @@ def test_help_does_not_import_heavy_modules() -> None:
         (["nosuchcommand"], "No such command"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
+def test_bad_input_exits_2_with_one_line(decola, args: list[str], message: str) -> None:
     result = decola(*args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -90,18 +78,18 @@ def test_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
     assert message in lines[0] and "Traceback" not in result.stderr
 
 
-def test_bad_environment_variable_is_named() -> None:
+def test_bad_environment_variable_is_named(decola) -> None:
     result = decola("checks", "--json", env={"DECOLA_OFFLINE": "maybe"})
     assert result.returncode == 2
     assert "DECOLA_OFFLINE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_version() -> None:
+def test_version(decola) -> None:
     result = decola("--version")
     assert result.returncode == 0 and result.stdout.startswith("decola ")
 
 
-def test_config_show_prints_the_resolved_recipe() -> None:
+def test_config_show_prints_the_resolved_recipe(decola) -> None:
     result = decola(
         "config",
         "show",
@@ -124,7 +112,7 @@ def test_config_show_prints_the_resolved_recipe() -> None:
     assert shown == expected.model_dump(mode="json")
 
 
-def test_config_show_writes_output_atomically(tmp_path: Path) -> None:
+def test_config_show_writes_output_atomically(decola, tmp_path: Path) -> None:
     target = tmp_path / "out" / "recipe.yaml"
     result = decola("config", "show", "toy/DECOLA_PHASE1_Toy", "--output", str(target))
     assert result.returncode == 0, result.stderr
@@ -133,7 +121,7 @@ def test_config_show_writes_output_atomically(tmp_path: Path) -> None:
     assert str(target) in result.stderr
 
 
-def test_config_list_counts_every_recipe() -> None:
+def test_config_list_counts_every_recipe(decola) -> None:
     result = decola("config", "list")
     assert result.returncode == 0
     from decola_core.config import list_recipes
@@ -142,7 +130,7 @@ def test_config_list_counts_every_recipe() -> None:
     assert "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x" in result.stdout
 
 
-def test_config_import_roundtrip_and_refuses_to_overwrite_input(tmp_path: Path) -> None:
+def test_config_import_roundtrip_and_refuses_to_overwrite_input(decola, tmp_path: Path) -> None:
     original = tmp_path / "orig.yaml"
     original.write_text(
         "MODEL:\n  META_ARCHITECTURE: DECOLA_DeformableDETR\n  DECOLA:\n    PER_PROMPT_TOPK: 77\n"
@@ -162,7 +150,7 @@ def test_config_import_roundtrip_and_refuses_to_overwrite_input(tmp_path: Path) 
     assert load_recipe(written).model.decola.per_prompt_topk == 77
 
 
-def test_checks_reports_environment_and_settings(tmp_path: Path) -> None:
+def test_checks_reports_environment_and_settings(decola, tmp_path: Path) -> None:
     (tmp_path / "lvis").mkdir()
     (tmp_path / "coco").mkdir()
     (tmp_path / "lvis" / "lvis_v1_val.json").write_text("{}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +55,7 @@ def lvis_file(path: Path, images: int = 3) -> Path:
     return path
 
 
-def test_lvis_base_drops_rare_boxes_and_keeps_images_and_categories(tmp_path: Path) -> None:
+def test_lvis_base_drops_rare_boxes_and_keeps_images_and_categories(decola, tmp_path: Path) -> None:
     source = lvis_file(tmp_path / "lvis_v1_train.json")
     before = source.read_bytes()
     report = prepare_lvis_base(source, tmp_path / "lvis_v1_train_norare.json")
@@ -69,11 +67,7 @@ def test_lvis_base_drops_rare_boxes_and_keeps_images_and_categories(tmp_path: Pa
     with pytest.raises(Exception, match="refusing to overwrite"):
         prepare_lvis_base(source, source)
 
-    result = subprocess.run(
-        [sys.executable, "-m", "decola_cli.main", "data", "prepare-lvis-base", str(source)],
-        capture_output=True,
-        text=True,
-    )
+    result = decola("data", "prepare-lvis-base", str(source))
     assert result.returncode == 0, result.stderr
     assert "removed 4 boxes of 2 rare categories" in result.stderr
     assert json.loads((tmp_path / "lvis_v1_train_norare.json").read_text()) == out

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +16,6 @@ from decola_core.modeling import build_model
 from decola_core.modeling.checkpoint import save_weights
 
 
-def decola(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "decola_cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-    )
-
-
 @pytest.fixture()
 def scored_files(tmp_path: Path):
     gt, dets = synthetic_lvis(30, 12, 20, seed=3)
@@ -37,7 +24,7 @@ def scored_files(tmp_path: Path):
     return tmp_path
 
 
-def test_score_a_results_file(scored_files: Path) -> None:
+def test_score_a_results_file(decola, scored_files: Path) -> None:
     result = decola(
         "eval",
         "--predictions",
@@ -53,7 +40,7 @@ def test_score_a_results_file(scored_files: Path) -> None:
     assert rows[0].startswith("category_id,name,frequency") and len(rows) == 13
 
 
-def test_several_budgets_after_one_flag(scored_files: Path) -> None:
+def test_several_budgets_after_one_flag(decola, scored_files: Path) -> None:
     out = scored_files / "cmap.json"
     result = decola(
         "eval",
@@ -89,7 +76,7 @@ def test_several_budgets_after_one_flag(scored_files: Path) -> None:
     assert list(json.loads((scored_files / "again.json").read_text())["k"]) == ["5", "10"]
 
 
-def test_bad_results_are_one_line_errors(scored_files: Path) -> None:
+def test_bad_results_are_one_line_errors(decola, scored_files: Path) -> None:
     bad = scored_files / "bad.json"
     bad.write_text(
         json.dumps([{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}])
@@ -154,7 +141,7 @@ def model_eval_args(tmp_path: Path, data_root: Path, corrupt: bool = False) -> l
     ]  # fmt: skip
 
 
-def test_run_a_model_over_a_dataset(tmp_path: Path, toy_data_root: Path) -> None:
+def test_run_a_model_over_a_dataset(decola, tmp_path: Path, toy_data_root: Path) -> None:
     out = tmp_path / "eval"
     args = [
         *model_eval_args(tmp_path, toy_data_root, corrupt=True),
@@ -178,7 +165,7 @@ def test_run_a_model_over_a_dataset(tmp_path: Path, toy_data_root: Path) -> None
 
 
 @pytest.mark.slow
-def test_two_process_evaluation_matches_one(tmp_path: Path, toy_data_root: Path) -> None:
+def test_two_process_evaluation_matches_one(decola, tmp_path: Path, toy_data_root: Path) -> None:
     common = model_eval_args(tmp_path, toy_data_root)
     one = decola(*common, "--output-dir", str(tmp_path / "one"))
     two = decola(*common, "--output-dir", str(tmp_path / "two"), "--num-gpus", "2")
@@ -189,7 +176,9 @@ def test_two_process_evaluation_matches_one(tmp_path: Path, toy_data_root: Path)
     assert len(list((tmp_path / "two" / "shards").glob("rank*.jsonl"))) == 2
 
 
-def test_coco_format_sets_use_the_coco_protocol_and_wandb_logging(scored_files: Path) -> None:
+def test_coco_format_sets_use_the_coco_protocol_and_wandb_logging(
+    decola, scored_files: Path
+) -> None:
     gt = json.loads((scored_files / "gt.json").read_text())
     for c in gt["categories"]:
         del c["frequency"]

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 TOY = "toy/DECOLA_PHASE1_Toy"
-
-
-def decola(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "decola_cli.main", *args], capture_output=True, text=True
-    )
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -41,7 +33,7 @@ def outline_changed(before: np.ndarray, after: np.ndarray, box: list[float]) -> 
     return float(np.concatenate(changed).mean())
 
 
-def test_predict_writes_detections_and_drawn_pictures(toy_model, tmp_path: Path) -> None:
+def test_predict_writes_detections_and_drawn_pictures(decola, toy_model, tmp_path: Path) -> None:
     data_root, bare, _ = toy_model
     images = data_root / "toy" / "images"
     for sub, name in (("a", "toy_val_0000.png"), ("b", "toy_val_0001.png")):
@@ -79,7 +71,7 @@ def test_predict_writes_detections_and_drawn_pictures(toy_model, tmp_path: Path)
         assert np.array_equal(before[far], after[far])
 
 
-def test_predict_errors_are_one_line(toy_model, tmp_path: Path) -> None:
+def test_predict_errors_are_one_line(decola, toy_model, tmp_path: Path) -> None:
     data_root, bare, _ = toy_model
     image = data_root / "toy" / "images" / "toy_val_0000.png"
     out = str(tmp_path / "o")

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -309,14 +308,6 @@ def test_sidecar_is_used_only_while_the_json_is_unchanged(tmp_path: Path) -> Non
     assert PseudoFile.load(out).boxes.score.tolist() == [0.25]  # stale sidecar ignored
 
 
-def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=600)
-
-
-def decola(*args: str) -> list[str]:
-    return [sys.executable, "-m", "decola_cli.main", *args]
-
-
 @pytest.fixture(scope="module")
 def toy_phase1(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("toy")
@@ -335,7 +326,7 @@ def toy_phase1(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def self_label_args(data_root: Path, weights: Path, output: Path) -> list[str]:
-    return decola(
+    return [
         "self-label",
         "--config",
         "toy/DECOLA_PHASE1_Toy",
@@ -353,17 +344,19 @@ def self_label_args(data_root: Path, weights: Path, output: Path) -> list[str]:
         "--shard-images",
         "8",
         "--postprocess",
-    )
+    ]
 
 
-def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_phase1) -> None:
+def test_self_label_killed_and_resumed_is_byte_identical(
+    decola, tmp_path: Path, toy_phase1
+) -> None:
     data_root, weights = toy_phase1
-    full = run_cli(self_label_args(data_root, weights, tmp_path / "full"))
+    full = decola(*self_label_args(data_root, weights, tmp_path / "full"))
     assert full.returncode == 0, full.stderr
     assert "--pseudo-labels" in full.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        self_label_args(data_root, weights, out),
+        decola.argv(*self_label_args(data_root, weights, out)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -376,7 +369,7 @@ def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_pha
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "pseudo_labels.json").exists()
-    resumed = run_cli(self_label_args(data_root, weights, out))
+    resumed = decola(*self_label_args(data_root, weights, out))
     assert resumed.returncode == 0, resumed.stderr
     for shard in sorted((tmp_path / "full").glob("minsize_*/shard_*.jsonl")):
         assert (out / shard.relative_to(tmp_path / "full")).read_bytes() == shard.read_bytes()
@@ -390,7 +383,7 @@ def test_self_label_killed_and_resumed_is_byte_identical(tmp_path: Path, toy_pha
     )
     final = PseudoFile.load(out / "pseudo_labels.json")
     assert len(final.boxes) <= 128 and set(np.unique(final.boxes.source)) <= {0, 1}
-    changed = run_cli(self_label_args(data_root, weights, out)[:-1] + ["--max-size", "200"])
+    changed = decola(*self_label_args(data_root, weights, out)[:-1], "--max-size", "200")
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
@@ -423,30 +416,28 @@ def test_vectorised_nms_equals_torchvision_per_group(num_images: int, class_awar
         assert nms_keep(boxes, threshold, class_aware).tolist() == sorted(expected)
 
 
-def test_phase2_offline_trains_on_the_deduplicated_file(tmp_path: Path, toy_phase1) -> None:
+def test_phase2_offline_trains_on_the_deduplicated_file(decola, tmp_path: Path, toy_phase1) -> None:
     data_root, weights = toy_phase1
-    labelled = run_cli(self_label_args(data_root, weights, tmp_path / "pseudo"))
+    labelled = decola(*self_label_args(data_root, weights, tmp_path / "pseudo"))
     assert labelled.returncode == 0, labelled.stderr
-    trained = run_cli(
-        decola(
-            "train",
-            "--phase",
-            "2",
-            "--dataset",
-            "toy",
-            "--labels",
-            "offline",
-            "--pseudo-labels",
-            str(tmp_path / "pseudo" / "pseudo_labels.json"),
-            "--weights",
-            str(weights),
-            "--data-root",
-            str(data_root),
-            "--output-dir",
-            str(tmp_path / "run"),
-            "--max-iter",
-            "2",
-        )
+    trained = decola(
+        "train",
+        "--phase",
+        "2",
+        "--dataset",
+        "toy",
+        "--labels",
+        "offline",
+        "--pseudo-labels",
+        str(tmp_path / "pseudo" / "pseudo_labels.json"),
+        "--weights",
+        str(weights),
+        "--data-root",
+        str(data_root),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--max-iter",
+        "2",
     )
     assert trained.returncode == 0, trained.stderr
     assert "pseudo_labels: 64 images (box" in trained.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +32,6 @@ def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
     return config, weights
 
 
-def decola(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "decola_cli.main", *args], capture_output=True, text=True
-    )
-
-
 def test_encoder_matches_open_clip_at_full_context(tiny_clip) -> None:
     from decola_core.text import ClipTextEncoder
 
@@ -54,7 +46,7 @@ def test_encoder_matches_open_clip_at_full_context(tiny_clip) -> None:
     assert torch.equal(encoder.model.state_dict()["text_projection"], loaded["text_projection"])
 
 
-def test_embed_command_rows_follow_category_ids(tiny_clip, tmp_path: Path) -> None:
+def test_embed_command_rows_follow_category_ids(decola, tiny_clip, tmp_path: Path) -> None:
     from decola_core.text import ClipTextEncoder
 
     config, weights = tiny_clip
@@ -94,7 +86,7 @@ def test_vocabulary_cache_hits_by_model_weights_template_and_names(tiny_clip, tm
     assert not hit
 
 
-def test_predict_with_a_custom_vocabulary(tiny_clip, toy_model, tmp_path: Path) -> None:
+def test_predict_with_a_custom_vocabulary(decola, tiny_clip, toy_model, tmp_path: Path) -> None:
     config, weights = tiny_clip
     data_root, _, model_file = toy_model
     image = data_root / "toy" / "images" / "toy_val_0000.png"

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from itertools import islice
@@ -28,10 +27,6 @@ from decola_core.engine.distributed import DistContext
 from decola_core.engine.trainer import Trainer, TrainOptions
 from decola_core.errors import DecolaError
 from decola_core.modeling import build_model
-
-
-def decola_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "decola_cli.main", *args]
 
 
 def metrics_by_iter(path: Path) -> dict[int, dict]:
@@ -109,29 +104,26 @@ def test_toy_dataset_is_deterministic(tmp_path: Path) -> None:
     assert sim[0, 3] > sim[0, 1]  # red square is closer to yellow square than to green circle
 
 
-def run_cli(*args: str, data_root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        decola_cmd(
-            "train",
-            "--phase",
-            "1",
-            "--dataset",
-            "toy",
-            "--data-root",
-            str(data_root),
-            "--set",
-            "logging.period=1",
-            *args,
-        ),
-        capture_output=True,
-        text=True,
+def train_toy(decola, *args: str, data_root: Path) -> subprocess.CompletedProcess[str]:
+    return decola(
+        "train",
+        "--phase",
+        "1",
+        "--dataset",
+        "toy",
+        "--data-root",
+        str(data_root),
+        "--set",
+        "logging.period=1",
+        *args,
         timeout=600,
     )
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> None:
+def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path) -> None:
     data_root = tmp_path / "data"
-    full = run_cli(
+    full = train_toy(
+        decola,
         "--output-dir",
         str(tmp_path / "full"),
         "--max-iter",
@@ -143,7 +135,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> Non
     assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        decola_cmd(
+        decola.argv(
             "train",
             "--phase",
             "1",
@@ -172,8 +164,15 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path: Path) -> Non
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "model_final.pth").exists()
-    resumed = run_cli(
-        "--output-dir", str(out), "--max-iter", "8", "--checkpoint-period", "3", data_root=data_root
+    resumed = train_toy(
+        decola,
+        "--output-dir",
+        str(out),
+        "--max-iter",
+        "8",
+        "--checkpoint-period",
+        "3",
+        data_root=data_root,
     )
     assert resumed.returncode == 0, resumed.stderr
     a, b = (
@@ -258,8 +257,9 @@ def test_learning_rate_groups_and_schedule() -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training(tmp_path: Path) -> None:
-    result = run_cli(
+def test_two_process_ddp_training(decola, tmp_path: Path) -> None:
+    result = train_toy(
+        decola,
         "--output-dir",
         str(tmp_path / "ddp"),
         "--max-iter",
@@ -274,10 +274,11 @@ def test_two_process_ddp_training(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
+def test_toy_phase1_learns_to_find_the_objects(decola, tmp_path: Path) -> None:
     from decola_core.evaluation import GroundTruth, Predictions, evaluate
 
-    result = run_cli(
+    result = train_toy(
+        decola,
         "--output-dir",
         str(tmp_path / "run"),
         "--max-iter",
@@ -290,21 +291,17 @@ def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
     metrics = metrics_by_iter(tmp_path / "run" / "metrics.jsonl")
     assert metrics[300]["total_loss"] < 0.5 * metrics[1]["total_loss"]
     out = tmp_path / "eval"
-    ev = subprocess.run(
-        decola_cmd(
-            "eval",
-            "--config",
-            "toy/DECOLA_PHASE1_Toy",
-            "--weights",
-            str(tmp_path / "run" / "model_final.pth"),
-            "--data-root",
-            str(tmp_path / "data"),
-            "--conditioned",
-            "--output-dir",
-            str(out),
-        ),
-        capture_output=True,
-        text=True,
+    ev = decola(
+        "eval",
+        "--config",
+        "toy/DECOLA_PHASE1_Toy",
+        "--weights",
+        str(tmp_path / "run" / "model_final.pth"),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--conditioned",
+        "--output-dir",
+        str(out),
         timeout=600,
     )
     assert ev.returncode == 0, ev.stderr
@@ -346,15 +343,11 @@ def test_toy_phase1_learns_to_find_the_objects(tmp_path: Path) -> None:
     image = val["images"][0]
     names = sorted({detector.class_names[a["category_id"] - 1] for a in val["annotations"]
                     if a["image_id"] == image["id"]})  # fmt: skip
-    result = subprocess.run(
-        decola_cmd(
+    result = decola(
             "predict", str(data / "toy" / "images" / image["file_name"]),
             "--weights", str(tmp_path / "run" / "model_final.pth"), "--data-root", str(data),
             "--classes", ",".join(names), "--threshold", "0.1",
-            "--output-dir", str(tmp_path / "pred"),
-        ),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+            "--output-dir", str(tmp_path / "pred"), timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr
     stem = Path(image["file_name"]).stem
     record = json.loads((tmp_path / "pred" / f"{stem}.json").read_text())
@@ -397,11 +390,12 @@ def test_lvis_reader_views_and_pseudo_scores(tmp_path: Path) -> None:
     assert confident.record(1).scores.tolist() == pytest.approx([0.9])
 
 
-def test_visualisations_eval_only_and_the_detic_toy_baseline(tmp_path: Path) -> None:
+def test_visualisations_eval_only_and_the_detic_toy_baseline(decola, tmp_path: Path) -> None:
     from PIL import Image
 
     data_root = tmp_path / "data"
-    result = run_cli(
+    result = train_toy(
+        decola,
         "--output-dir",
         str(tmp_path / "run"),
         "--max-iter",
@@ -414,43 +408,35 @@ def test_visualisations_eval_only_and_the_detic_toy_baseline(tmp_path: Path) -> 
     targets = Image.open(tmp_path / "run" / "vis" / "iter_0000002_box_targets.png")
     assert targets.size[0] > 50  # an augmented training image with its boxes drawn
     assert "img/s" in result.stderr
-    evaluated = subprocess.run(
-        decola_cmd(
-            "train",
-            "--phase",
-            "1",
-            "--dataset",
-            "toy",
-            "--data-root",
-            str(data_root),
-            "--output-dir",
-            str(tmp_path / "run"),
-            "--eval-only",
-        ),
-        capture_output=True,
-        text=True,
+    evaluated = decola(
+        "train",
+        "--phase",
+        "1",
+        "--dataset",
+        "toy",
+        "--data-root",
+        str(data_root),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--eval-only",
         timeout=600,
     )
     assert evaluated.returncode == 0, evaluated.stderr
     assert "AP50" in json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
-    detic = subprocess.run(
-        decola_cmd(
-            "train",
-            "--baseline",
-            "detic",
-            "--dataset",
-            "toy",
-            "--data-root",
-            str(data_root),
-            "--output-dir",
-            str(tmp_path / "detic"),
-            "--max-iter",
-            "4",
-            "--set",
-            "logging.period=1",
-        ),
-        capture_output=True,
-        text=True,
+    detic = decola(
+        "train",
+        "--baseline",
+        "detic",
+        "--dataset",
+        "toy",
+        "--data-root",
+        str(data_root),
+        "--output-dir",
+        str(tmp_path / "detic"),
+        "--max-iter",
+        "4",
+        "--set",
+        "logging.period=1",
         timeout=600,
     )
     assert detic.returncode == 0, detic.stderr

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -273,39 +271,31 @@ def test_resolve_weights_accepts_paths_and_explains_unknown_names(tmp_path: Path
         resolve_weights("zoo:decola-phase1-l-r50", tmp_path, offline=True)
 
 
-def test_cli_download_verify_path_and_offline(server, tmp_path: Path) -> None:
+def test_cli_download_verify_path_and_offline(decola, server, tmp_path: Path) -> None:
     env = {
-        **os.environ,
         "DECOLA_ZOO_REGISTRY": str(write_registry(tmp_path / "r.yaml", server)),
         "DECOLA_CACHE_DIR": str(tmp_path / "cache"),
-        "COLUMNS": "200",
     }
 
-    def decola(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "decola_cli.main", "zoo", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+    def zoo(*args: str) -> subprocess.CompletedProcess[str]:
+        return decola("zoo", *args, env=env, timeout=120)
 
-    refused = decola("download", "my-model", "--offline")
+    refused = zoo("download", "my-model", "--offline")
     assert refused.returncode == 2 and "offline mode is on" in refused.stderr
-    assert decola("path", "my-model").returncode == 1
-    done = decola("download", "my-model")
+    assert zoo("path", "my-model").returncode == 1
+    done = zoo("download", "my-model")
     assert done.returncode == 0, done.stderr
     stored = tmp_path / "cache" / "zoo" / "my-model.pth"
     assert stored.read_bytes() == PAYLOAD
-    assert decola("path", "my-model").stdout.strip() == str(stored)
-    verified = decola("verify")
+    assert zoo("path", "my-model").stdout.strip() == str(stored)
+    verified = zoo("verify")
     assert verified.returncode == 0 and "ok" in verified.stdout
     stored.write_bytes(b"corrupt")
-    assert decola("verify", "my-model").returncode == 1
-    typo = decola("download", "my-modle")
+    assert zoo("verify", "my-model").returncode == 1
+    typo = zoo("download", "my-modle")
     assert typo.returncode == 2 and "did you mean 'my-model'" in typo.stderr
     other = tmp_path / "elsewhere"
-    assert decola("download", "my-model", "--dir", str(other)).returncode == 0
+    assert zoo("download", "my-model", "--dir", str(other)).returncode == 0
     assert (other / "my-model.pth").read_bytes() == PAYLOAD
 
 

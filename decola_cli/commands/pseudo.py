@@ -5,8 +5,7 @@ from __future__ import annotations
 from decola_cli.command import job_values, settings_command
 from decola_cli.console import err, print_command
 from decola_cli.settings import ConvertSettings, DedupSettings, MergeSettings, SelfLabelSettings
-from decola_core.jobs import LaunchOptions, SelfLabelJob
-from decola_core.pseudo.postprocess import convert, dedup, merge
+from decola_core.jobs import LaunchOptions, PseudoChainJob, SelfLabelJob
 
 SELF_LABEL_EPILOG = """[bold]Examples[/]
 
@@ -32,12 +31,14 @@ DEDUP_EPILOG = """[bold]Examples[/]
 """
 
 
-@settings_command(ConvertSettings, defaults=(convert,))
+@settings_command(ConvertSettings, defaults=(PseudoChainJob,))
 def convert_command(settings: ConvertSettings) -> None:
     """Predictions + image info -> an LVIS-format pseudo-annotation file.
 
     The image info is parsed once and cached (in columns) for the conversions of other sizes.
     """
+    from decola_core.pseudo.postprocess import convert
+
     count = convert(
         settings.predictions,
         settings.image_info,
@@ -47,16 +48,20 @@ def convert_command(settings: ConvertSettings) -> None:
     err.print(f"wrote {count:,} boxes to {settings.output}")
 
 
-@settings_command(MergeSettings, defaults=(merge,))
+@settings_command(MergeSettings)
 def merge_command(settings: MergeSettings) -> None:
     """Merge pseudo-annotation files; ids renumbered, inputs recorded in 'info'."""
+    from decola_core.pseudo.postprocess import merge
+
     count = merge(settings.inputs, settings.output, **job_values(settings, merge))
     err.print(f"merged {len(settings.inputs)} files, {count:,} boxes -> {settings.output}")
 
 
-@settings_command(DedupSettings, defaults=(dedup,))
+@settings_command(DedupSettings, defaults=(PseudoChainJob,))
 def dedup_command(settings: DedupSettings) -> None:
     """Per-image NMS on corner boxes; prints counts before and after."""
+    from decola_core.pseudo.postprocess import dedup
+
     report = dedup(settings.input_path, settings.output, **job_values(settings, dedup))
     print_dedup(report, settings.output)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from decola_core.config.schema import DatasetDeclaration
+from decola_core.data.lvis import LvisDataset
 from decola_core.errors import DatasetError
 
 AnnType = Literal["box", "image"]
@@ -212,8 +213,6 @@ class DatasetCatalog:
     def open(self, name: str, *, min_score: float = 0.0, drop_empty: bool = False):
         """The dataset's records (an LVIS-base view is built from LVIS when its file is absent);
         ``drop_empty`` leaves out images without boxes."""
-        from decola_core.data.lvis import LvisDataset  # lvis imports the catalog's leaf modules
-
         resolved = self.get(name)
         spec = resolved.spec
         if not resolved.annotations.is_file() and spec.view_of is not None:

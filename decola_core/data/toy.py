@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decola_core.utils.io import atomic_write_text
+from decola_core.utils.io import atomic_open, atomic_write_text
 
 VERSION = 1
 COLOURS = {
@@ -103,8 +103,6 @@ def ensure_toy_dataset(data_root: str | Path) -> Path:
 
 
 def _write_embeddings(root: Path, rng: np.random.Generator) -> None:
-    from decola_core.utils.io import atomic_open
-
     colour = {c: rng.normal(size=EMBED_DIM) for c in COLOURS}
     shape = {s: rng.normal(size=EMBED_DIM) for s in SHAPES}
     rows = np.stack([colour[c] + shape[s] + 0.3 * rng.normal(size=EMBED_DIM) for c, s in CLASSES])
@@ -147,8 +145,6 @@ def _shape_mask(shape: str, xx, yy, x0: float, y0: float, size: float) -> np.nda
 
 def _save_png(image: np.ndarray, path: Path) -> None:
     from PIL import Image
-
-    from decola_core.utils.io import atomic_open
 
     with atomic_open(path, "wb") as handle:
         Image.fromarray(image).save(handle, format="PNG")

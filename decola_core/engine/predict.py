@@ -9,19 +9,21 @@ from pathlib import Path
 import torch
 
 from decola_core.config.loader import apply_overrides, load_recipe, validate_recipe
-from decola_core.data.images import IMAGE_SUFFIXES
+from decola_core.data.images import IMAGE_SUFFIXES, read_image
 from decola_core.engine.checkpointer import Checkpointer
 from decola_core.errors import ConfigError, DecolaError
 from decola_core.jobs import PredictJob
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
+from decola_core.text import vocabulary_embeddings
+from decola_core.utils.draw import draw_boxes
+from decola_core.utils.io import atomic_open, atomic_write_text
+from decola_core.zoo import load_registry, resolve_weights
 
 
 def recipe_for_weights(spec: str, weights: Path, overrides: Sequence[str] = ()):
     """The recipe of a zoo entry (``spec`` is its name) or the one a ``decola train``
     checkpoint records; anything else must be named explicitly."""
-    from decola_core.zoo import load_registry
-
     registry = load_registry()
     name = spec.removeprefix("zoo:")
     if name in registry and registry.get(name).recipe:
@@ -49,8 +51,6 @@ def use_custom_vocabulary(
 ) -> bool:
     """Make ``predictor`` detect ``names`` (any words), embedded with local CLIP weights (a
     path or zoo name) and cached; returns whether the embeddings came from the cache."""
-    from decola_core.text import vocabulary_embeddings  # open_clip: only for custom words
-    from decola_core.zoo import resolve_weights
 
     clip_weights = resolve_weights(str(clip_weights), Path(cache_dir).expanduser(), offline=offline)
     embeddings, hit = vocabulary_embeddings(
@@ -109,8 +109,6 @@ def detections_record(detections: Detections, names: Sequence[str], source: Path
 
 def draw_detections(image, detections: Detections, names: Sequence[str]):
     """A PIL image with each detection's box and a "name score" tag, coloured by class."""
-    from decola_core.utils.draw import draw_boxes
-
     labels = detections.labels.tolist()
     texts = [f"{names[c]} {s:.2f}" for c, s in zip(labels, detections.scores.tolist(), strict=True)]
     return draw_boxes(image, detections.boxes.cpu().numpy(), texts, labels)
@@ -123,8 +121,6 @@ def run_predict(
 ) -> list[Path]:
     """Detect in every image; write ``<stem>.json`` and ``<stem>.png`` per image (atomically).
     Returns the JSON paths. Output names keep the folder structure when stems collide."""
-    from decola_core.data.images import read_image
-    from decola_core.utils.io import atomic_open, atomic_write_text
 
     names = predictor.class_names
     if names is None:

@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from decola_core.errors import DecolaError
+from decola_core.evaluation.fast_lvis import lvis_precision_recall
 from decola_core.evaluation.predictions import Predictions
+from decola_core.utils.io import read_json_file
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 FREQUENCIES = ("r", "c", "f")
@@ -65,8 +67,6 @@ class GroundTruth:
 
     @classmethod
     def load(cls, path: str | Path) -> GroundTruth:
-        from decola_core.utils.io import read_json_file
-
         path = Path(path)
         data = read_json_file(path)
         if not isinstance(data, dict):
@@ -99,8 +99,6 @@ def evaluate(
     else:
         raise DecolaError(f"unknown protocol '{protocol}' (standard or fixed)")
     if backend == "decola":
-        from decola_core.evaluation.fast_lvis import lvis_precision_recall
-
         precision, recall = lvis_precision_recall(
             gt.data,
             gt.image_ids,

@@ -86,7 +86,7 @@ def _read_pickle(path: Path, trusted: bool) -> dict[str, torch.Tensor]:
     if not trusted:
         raise DecolaError(
             f"{path}: .pkl files are Python pickles and can run code when loaded; load it only "
-            "if you trust it (trusted=True / --trust-weights)"
+            "if you trust it (load_weights(..., trusted=True) in Python)"
         )
     import pickle
 

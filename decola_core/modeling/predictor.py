@@ -16,6 +16,7 @@ from decola_core.modeling.interface import DetectionModel
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.prompts import prompt_chunks
 from decola_core.modeling.resources import class_names as recipe_class_names
+from decola_core.zoo import resolve_weights
 
 
 def resize_shortest_edge(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
@@ -96,8 +97,6 @@ class Predictor:
         device: str | torch.device = "cpu",
     ) -> Predictor:
         """Build the recipe's model, load ``weights`` (a path or zoo name) and wrap it."""
-        from decola_core.zoo import resolve_weights  # the zoo sits above the modeling layer
-
         model = build_model(recipe, data_root=data_root)
         load_weights(model, resolve_weights(str(weights), Path(cache_dir), offline=offline))
         return cls(

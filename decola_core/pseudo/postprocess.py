@@ -27,7 +27,7 @@ def convert(
     image_info: str | Path,
     output: str | Path,
     *,
-    min_score: float = 0.0,
+    min_score: float = PseudoChainJob.min_score,
     cache_dir: str | Path | None = None,
 ) -> int:
     """Predictions (a results JSON, a shard or a folder of shards) + the image info of the
@@ -100,8 +100,8 @@ def dedup(
     input_path: str | Path,
     output: str | Path,
     *,
-    iou_threshold: float = 0.9,
-    class_aware: bool = True,
+    iou_threshold: float = PseudoChainJob.iou_threshold,
+    class_aware: bool = PseudoChainJob.class_aware,
 ) -> DedupReport:
     """Per-image NMS on xyxy boxes (converted from xywh); writes a new file, never the input.
 

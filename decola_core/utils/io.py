@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from decola_core.errors import DecolaError
+from decola_core.utils.memory import gc_paused
 
 
 @contextlib.contextmanager
@@ -49,8 +50,6 @@ def atomic_write_text(path: str | Path, text: str, *, protect: tuple[Path, ...] 
 def read_json_file(path: str | Path, what: str = "annotation file"):
     """Parse a JSON file with orjson; missing or invalid files are one-line DecolaErrors."""
     import orjson
-
-    from decola_core.utils.memory import gc_paused
 
     path = Path(path)
     try:

@@ -10,6 +10,9 @@ from torch.nn import functional as F
 
 from decola_core.config.schema import D2ResNetBackbone, SwinBackbone, TimmResNetBackbone
 from decola_core.errors import ConfigError
+from decola_core.modeling.backbone.d2_resnet import D2ResNet
+from decola_core.modeling.backbone.resnet import ResNetBody
+from decola_core.modeling.backbone.swin import SwinTransformer
 
 
 @dataclass
@@ -23,16 +26,10 @@ class BackboneFeatures:
 def build_backbone(config) -> nn.Module:
     """The feature extractor for ``model.backbone``; exposes ``out_channels`` by feature name."""
     if isinstance(config, TimmResNetBackbone):
-        from decola_core.modeling.backbone.resnet import ResNetBody
-
         return ResNetBody(config.name, config.out_levels, config.norm, config.freeze_at)
     if isinstance(config, SwinBackbone):
-        from decola_core.modeling.backbone.swin import SwinTransformer
-
         return SwinTransformer.from_size(config.size, config.out_indices, config.use_checkpoint)
     if isinstance(config, D2ResNetBackbone):
-        from decola_core.modeling.backbone.d2_resnet import D2ResNet
-
         return D2ResNet(
             config.depth, config.out_features, config.stride_in_1x1, config.norm, config.freeze_at
         )
