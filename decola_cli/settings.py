@@ -6,9 +6,9 @@ means "the core job's default" (shown in ``--help``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import AfterValidator, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from decola_cli.command import ENV_PREFIX, option
@@ -25,17 +25,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
 
+#: A folder given by the user: ``~`` expanded.
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+
 class CacheSettings(Settings):
-    cache_dir: Path = option(
+    cache_dir: UserPath = option(
         "--cache-dir",
         help="Downloads and caches [env DECOLA_CACHE_DIR].",
         default=Path("~/.cache/decola"),
     )
-
-    @field_validator("cache_dir", mode="after")
-    @classmethod
-    def _expand_cache(cls, value: Path) -> Path:
-        return value.expanduser()
 
 
 class OfflineSettings(CacheSettings):
@@ -49,16 +48,11 @@ class OfflineSettings(CacheSettings):
 class DecolaSettings(OfflineSettings):
     """Settings of the commands that read data sets and weights."""
 
-    data_root: Path = option(
+    data_root: UserPath = option(
         "--data-root",
         help="Root of every dataset path [env DECOLA_DATA_ROOT].",
         default=Path("./datasets"),
     )
-
-    @field_validator("data_root", mode="after")
-    @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
 
 
 class RecipeSettings(Settings):

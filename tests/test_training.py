@@ -104,8 +104,9 @@ def test_toy_dataset_is_deterministic(tmp_path: Path) -> None:
     assert sim[0, 3] > sim[0, 1]  # red square is closer to yellow square than to green circle
 
 
-def train_toy(decola, *args: str, data_root: Path) -> subprocess.CompletedProcess[str]:
-    return decola(
+def toy_train_args(data_root: Path, *args: str) -> list[str]:
+    """``decola train`` of the toy phase-1 recipe, metrics every iteration."""
+    return [
         "train",
         "--phase",
         "1",
@@ -116,8 +117,11 @@ def train_toy(decola, *args: str, data_root: Path) -> subprocess.CompletedProces
         "--set",
         "logging.period=1",
         *args,
-        timeout=600,
-    )
+    ]
+
+
+def train_toy(decola, *args: str, data_root: Path) -> subprocess.CompletedProcess[str]:
+    return decola(*toy_train_args(data_root, *args), timeout=600)
 
 
 def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path) -> None:
@@ -136,21 +140,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         decola.argv(
-            "train",
-            "--phase",
-            "1",
-            "--dataset",
-            "toy",
-            "--data-root",
-            str(data_root),
-            "--set",
-            "logging.period=1",
-            "--output-dir",
-            str(out),
-            "--max-iter",
-            "8",
-            "--checkpoint-period",
-            "3",
+            *toy_train_args(
+                data_root, "--output-dir", str(out), "--max-iter", "8", "--checkpoint-period", "3"
+            )
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

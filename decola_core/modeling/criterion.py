@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+from decola_core.config.schema import LossConfig
 from decola_core.modeling.matcher import ALPHA, GAMMA, HungarianMatcher, Match
 from decola_core.structures.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -65,6 +66,18 @@ def sample_federated_classes(
 
 class SetCriterion:
     """Loss weights, the matcher and the object-mode (all classes) terms of a DETR criterion."""
+
+    @staticmethod
+    def options(loss: LossConfig) -> dict:
+        """The constructor arguments a recipe's ``model.loss`` gives every DETR criterion."""
+        return {
+            "class_weight": loss.class_weight,
+            "bbox_weight": loss.bbox_l1_weight,
+            "giou_weight": loss.giou_weight,
+            "focal_alpha": loss.focal_alpha,
+            "use_fed_loss": loss.use_fed_loss,
+            "fed_loss_num_classes": loss.fed_loss_num_classes,
+        }
 
     def __init__(
         self,

@@ -106,13 +106,7 @@ class BoxSupDETR(DeformableDETRBase):
             resolve_path(c.category_info, data_root), c.num_classes, loss.fed_loss_freq_weight
         )
         criterion = BaselineCriterion(
-            class_weight=loss.class_weight,
-            bbox_weight=loss.bbox_l1_weight,
-            giou_weight=loss.giou_weight,
-            focal_alpha=loss.focal_alpha,
-            use_fed_loss=loss.use_fed_loss,
-            fed_loss_num_classes=loss.fed_loss_num_classes,
-            weak_weight=loss.weak_weight,
+            **BaselineCriterion.options(loss), weak_weight=loss.weak_weight
         )
         return cls(
             backbone,

@@ -85,12 +85,7 @@ class DecolaDETR(DeformableDETRBase):
             temperature=c.norm_temperature,
         )
         criterion = DecolaCriterion(
-            class_weight=loss.class_weight,
-            bbox_weight=loss.bbox_l1_weight,
-            giou_weight=loss.giou_weight,
-            focal_alpha=loss.focal_alpha,
-            use_fed_loss=loss.use_fed_loss,
-            fed_loss_num_classes=loss.fed_loss_num_classes,
+            **DecolaCriterion.options(loss),
             enc_loss_per_prompt_topk=d.enc_loss_per_prompt_topk,
             loss_only_within_image=d.apply_loss_only_within_image,
             no_box_loss_for_pseudo_labels=d.no_box_loss_for_pseudo_labels,
