@@ -1,4 +1,9 @@
-"""Environment report for ``decola checks`` and bug reports."""
+"""Environment report for ``decola checks`` and bug reports.
+
+Each section imports what it reports on inside its own function, so that one broken or missing
+dependency (a torch without CUDA, an unreadable registry) shows up in its row instead of
+hiding the whole report.
+"""
 
 from __future__ import annotations
 

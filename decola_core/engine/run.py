@@ -110,7 +110,7 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         def on_log(record: dict) -> None:
             if "images" in record:  # a visualisation
                 if run is not None:
-                    import wandb
+                    import wandb  # already imported by _wandb when a run exists
 
                     images = {k: wandb.Image(v) for k, v in record["images"].items()}
                     run.log(images, step=record["iter"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from decola_core.errors import ConfigError, DatasetError
+from decola_core.text.encoder import DEFAULT_MODEL, ClipTextEncoder
 from decola_core.utils.io import atomic_open, read_json_file
 from decola_core.zoo import sha256_file
 
@@ -105,8 +106,6 @@ def vocabulary_embeddings(
 ) -> tuple[np.ndarray, bool]:
     """Embeddings of a custom vocabulary with local CLIP weights, cached by (model, weights
     checksum, template, names). Returns (embeddings, cache hit)."""
-    from decola_core.text.encoder import DEFAULT_MODEL, ClipTextEncoder
-
     model = model or DEFAULT_MODEL
     clip_weights = Path(clip_weights)
     if not clip_weights.is_file():

@@ -25,7 +25,7 @@ class ClipTextEncoder:
     def __init__(
         self, model: str = DEFAULT_MODEL, weights: str | Path | None = None, device: str = "cpu"
     ) -> None:
-        import open_clip
+        import open_clip  # seconds to import: only when a text tower is built
 
         if model.endswith(".json"):  # an architecture config file: register it under its stem
             if not Path(model).is_file():
