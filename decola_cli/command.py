@@ -52,6 +52,11 @@ def option(
         "metavar": metavar,
     }
     extra = {CLI_KEY: cli}
+    if "default_factory" not in field:  # one value (not a list): environment values are checked too
+        if min is not None:
+            field.setdefault("ge", min)
+        if max is not None:
+            field.setdefault("le", max)
     if "default_factory" in field:
         return Field(description=help, json_schema_extra=extra, **field)
     return Field(default, description=help, json_schema_extra=extra, **field)

@@ -244,7 +244,10 @@ class SelfLabelSettings(RecipeSettings, LaunchSettings):
     default_recipe: ClassVar[str | None] = "DECOLA_SELF_LABELING_Lbase_CLIP_R5021k_4x"
 
     weights: str = option("--weights", "-w", help="Phase-1 model: path or zoo name.", default=...)
-    output_dir: Path = option("--output-dir", help="Output folder.", default=...)
+    output_dir: Path | None = option(
+        "--output-dir",
+        help="Output folder (default: <recipe output_dir>/<self_label.prediction_name>).",
+    )
     min_sizes: list[int] = option(
         "--min-sizes",
         help="Test short sides, e.g. --min-sizes 240 280 320 (default: the recipe's "

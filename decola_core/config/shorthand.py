@@ -38,6 +38,12 @@ def recipe_for(
     Examples: phase 1 + lvis-base + r50-21k -> ``DECOLA_PHASE1_Lbase_CLIP_R5021k_4x``;
     baseline boxsup + lvis + swin-b -> ``BoxSup-DeformDETR_L_CLIP_SwinB_4x``.
     """
+    if dataset is not None and dataset != "toy" and dataset not in DATASET_TOKENS:
+        raise ConfigError(
+            f"--dataset must be one of lvis, lvis-base, toy (got '{dataset}'); it selects the "
+            "recipe's training data: to run on a catalog set use --eval-dataset (eval) or "
+            "--label-dataset (self-label)"
+        )
     if (phase is None) == (baseline is None):
         raise ConfigError(
             "choose a recipe with --phase 1|2 or --baseline boxsup|detic (one of them)"
@@ -49,12 +55,6 @@ def recipe_for(
     dataset = dataset or DEFAULT_DATASET
     if dataset == "toy":
         return _toy_recipe(phase, baseline, backbone)
-    if dataset not in DATASET_TOKENS:
-        raise ConfigError(
-            f"--dataset must be one of lvis, lvis-base, toy (got '{dataset}'); it selects the "
-            "recipe's training data: to run on a catalog set use --eval-dataset (eval) or "
-            "--label-dataset (self-label)"
-        )
     candidates = {
         bb: _name(phase, baseline, DATASET_TOKENS[dataset], token, labels or "online")
         for bb, token in BACKBONE_TOKENS.items()
