@@ -103,20 +103,23 @@ def check_command(settings: DataCheckSettings) -> None:
 def embed_command(settings: EmbedSettings) -> None:
     """Class-name CLIP embeddings (rows in category-id order, not normalised) as .npy."""
     from decola_core.errors import ConfigError
-    from decola_core.text.embeddings import embed_names, read_class_names, write_embeddings
-    from decola_core.text.encoder import ClipTextEncoder
-    from decola_core.zoo import resolve_weights
+    from decola_core.text.embeddings import embed_class_file
 
     s = settings
     if (s.names is None) == (s.annotations is None):
         raise ConfigError("give exactly one of --names FILE or --annotations FILE")
-    class_names = read_class_names(s.names or s.annotations)
-    weights = resolve_weights(s.clip_weights, s.cache_dir, offline=s.offline)
-    encoder = ClipTextEncoder(s.model, weights, device=s.device)
-    err.print(f"embedding {len(class_names):,} names as {s.template!r} with {s.model} ({weights})")
-    array = embed_names(encoder, class_names, s.template)
-    write_embeddings(s.output, array)
-    err.print(f"wrote {s.output} {array.shape}")
+    rows, dim = embed_class_file(
+        s.names or s.annotations,
+        s.output,
+        s.clip_weights,
+        model=s.model,
+        template=s.template,
+        object_output=s.object_output,
+        device=s.device,
+        cache_dir=s.cache_dir,
+        offline=s.offline,
+        say=err.print,
+    )
+    err.print(f"wrote {s.output} ({rows}, {dim})")
     if s.object_output is not None:
-        write_embeddings(s.object_output, embed_names(encoder, ["object"], s.template))
-        err.print(f"wrote {s.object_output} (1, {array.shape[1]})")
+        err.print(f"wrote {s.object_output} (1, {dim})")

@@ -12,7 +12,7 @@ import numpy as np
 from decola_core.errors import ConfigError, DatasetError
 from decola_core.text.encoder import DEFAULT_MODEL, ClipTextEncoder
 from decola_core.utils.io import atomic_open, read_json_file
-from decola_core.zoo import sha256_file
+from decola_core.zoo import resolve_weights, sha256_file
 
 DEFAULT_TEMPLATE = "a {}"
 
@@ -93,6 +93,34 @@ def write_embeddings(path: str | Path, array: np.ndarray) -> None:
     """Save a .npy file atomically."""
     with atomic_open(path, "wb") as handle:
         np.save(handle, array)
+
+
+def embed_class_file(
+    names_file: str | Path,
+    output: str | Path,
+    clip_weights: str | Path,
+    *,
+    model: str = DEFAULT_MODEL,
+    template: str = DEFAULT_TEMPLATE,
+    object_output: str | Path | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path = "~/.cache/decola",
+    offline: bool = False,
+    say=None,
+) -> tuple[int, int]:
+    """``decola data embed``: the class names of ``names_file`` (one per line, or an LVIS/COCO
+    file's categories by id) embedded with CLIP (weights a path or zoo name) into ``output``
+    and, with ``object_output``, the "a object" row; returns the array's shape."""
+    names = read_class_names(names_file)
+    weights = resolve_weights(str(clip_weights), Path(cache_dir).expanduser(), offline=offline)
+    encoder = ClipTextEncoder(model, weights, device=device)
+    if say is not None:
+        say(f"embedding {len(names):,} names as {template!r} with {model} ({weights})")
+    array = embed_names(encoder, names, template)
+    write_embeddings(output, array)
+    if object_output is not None:
+        write_embeddings(object_output, embed_names(encoder, ["object"], template))
+    return array.shape
 
 
 def vocabulary_embeddings(
