@@ -58,7 +58,7 @@ class D2ResNetBackbone(Section):
     """detectron2-layout ResNet (the ImageNet-1k R50 baseline); detectron2's defaults."""
 
     type: Literal["d2_resnet"] = "d2_resnet"
-    depth: int = Field(50, description="18, 34, 50, 101 or 152.")
+    depth: int = Field(50, description="50, 101 or 152.")
     out_features: list[str] = Field(default_factory=lambda: ["res4"])
     stride_in_1x1: bool = True
     norm: Literal["FrozenBN", "BN", "SyncBN", "GN"] = "FrozenBN"
