@@ -73,8 +73,17 @@ def main(
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also show debug messages.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Show only warnings and errors.")
+    ] = False,
 ) -> None:
     """Train, evaluate and run DECOLA open-vocabulary object detectors."""
+    from decola_core.utils.logs import setup_logging
+
+    setup_logging("DEBUG" if verbose else "WARNING" if quiet else None)
 
 
 #: Options that take several space-separated values after one flag (--k 10 20 50).

@@ -130,6 +130,14 @@ class RecipeSettings(Settings):
         return load_recipe(self.recipe_name(), [*self.overrides, *(extra_overrides or [])])
 
 
+class TrustSettings(Settings):
+    trust_weights: bool | None = option(
+        "--trust-weights",
+        help="Allow pickled weights (.pkl, e.g. detectron2's ImageNet-1k R50 backbone); a pickle "
+        "can run code when loaded, so only for files you trust.",
+    )
+
+
 class LaunchSettings(DecolaSettings):
     """How many processes a job runs in (core: LaunchOptions)."""
 
@@ -150,7 +158,7 @@ class MultiNodeSettings(LaunchSettings):
     )
 
 
-class TrainSettings(RecipeSettings, MultiNodeSettings):
+class TrainSettings(RecipeSettings, TrustSettings, MultiNodeSettings):
     """``decola train``."""
 
     weights: str | None = option(
@@ -186,7 +194,7 @@ class TrainSettings(RecipeSettings, MultiNodeSettings):
     )
 
 
-class EvalSettings(RecipeSettings, LaunchSettings):
+class EvalSettings(RecipeSettings, TrustSettings, LaunchSettings):
     """``decola eval``: score a predictions file, or run a model over a dataset and score it."""
 
     predictions: Path | None = option(
@@ -238,7 +246,7 @@ class EvalSettings(RecipeSettings, LaunchSettings):
     wandb: bool | None = option("--wandb/--no-wandb", help="Log the metrics to W&B.")
 
 
-class SelfLabelSettings(RecipeSettings, LaunchSettings):
+class SelfLabelSettings(RecipeSettings, TrustSettings, LaunchSettings):
     """``decola self-label``."""
 
     default_recipe: ClassVar[str | None] = "DECOLA_SELF_LABELING_Lbase_CLIP_R5021k_4x"
@@ -278,7 +286,7 @@ class SelfLabelSettings(RecipeSettings, LaunchSettings):
     )
 
 
-class PredictSettings(RecipeSettings, DecolaSettings):
+class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
     """``decola predict``: detect in image files and draw the results."""
 
     inputs: list[Path] = option(

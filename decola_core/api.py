@@ -59,9 +59,11 @@ class Detector:
         cache_dir: str | Path = "~/.cache/decola",
         offline: bool = False,
         device: str = "cpu",
+        trusted: bool = False,
     ) -> Detector:
         """Load a zoo model by name or a weights file; ``config`` names the recipe when the
-        weights do not come with one (zoo entries and ``decola train`` checkpoints do)."""
+        weights do not come with one (zoo entries and ``decola train`` checkpoints do);
+        ``trusted`` allows pickled (``.pkl``) weights, which can run code when loaded."""
 
         weights = resolve_weights(str(name_or_path), Path(cache_dir).expanduser(), offline=offline)
         if config is not None:
@@ -71,7 +73,12 @@ class Detector:
         if recipe_uses_toy_data(recipe):
             ensure_toy_dataset(data_root)
         predictor = Predictor.from_recipe(
-            recipe, weights, data_root=data_root, cache_dir=cache_dir, device=device
+            recipe,
+            weights,
+            data_root=data_root,
+            cache_dir=cache_dir,
+            device=device,
+            trusted=trusted,
         )
         return cls(predictor)
 

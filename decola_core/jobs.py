@@ -51,6 +51,7 @@ class TrainOptions:
     keep_checkpoints: int = 3
     init_weights: Path | None = None
     teacher_weights: Path | None = None
+    trust_weights: bool = False  # allow pickled weights (.pkl): they can run code when loaded
 
 
 @dataclass(kw_only=True)
@@ -92,6 +93,7 @@ class EvalJob:
     max_images: int | None = None
     max_bad_images: int = 0
     wandb: bool = False
+    trust_weights: bool = False
     data_root: Path = DATA_ROOT
     cache_dir: Path = CACHE_DIR
     offline: bool = False
@@ -116,6 +118,7 @@ class SelfLabelJob:
     shard_images: int = 2000
     max_bad_images: int = 100
     postprocess: bool = False  # then convert, merge and dedup (run_pseudo_chain)
+    trust_weights: bool = False
     data_root: Path = DATA_ROOT
     cache_dir: Path = CACHE_DIR
     offline: bool = False

@@ -38,8 +38,9 @@ def commands() -> dict[str, typing.Any]:
 
 
 def existing_flags() -> set[str]:
-    flags = {"--help", "--version"}
-    for command in commands().values():
+    flags = {"--help"}
+    top = typer.main.get_command(app)
+    for command in [top, *commands().values()]:
         for param in command.params:
             flags.update(o for o in [*param.opts, *param.secondary_opts] if o.startswith("--"))
     return flags

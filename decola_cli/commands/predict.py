@@ -33,6 +33,7 @@ def predict_command(settings: PredictSettings) -> None:
         cache_dir=settings.cache_dir,
         offline=settings.offline,
         device=settings.device,
+        trusted=bool(settings.trust_weights),
     )
     if settings.vocabulary == "custom":
         if not settings.classes or not settings.clip_weights:

@@ -59,6 +59,7 @@ def _evaluate(settings: TrainSettings, job, processes) -> None:
         data_root=settings.data_root,
         cache_dir=settings.cache_dir,
         offline=settings.offline,
+        trust_weights=bool(settings.trust_weights),
     )
     report = launch(run_evaluation, eval_job, processes)
     print_report(report, out)

@@ -18,7 +18,7 @@ from decola_core.engine.distributed import DistContext
 from decola_core.modeling.interface import DetectionModel
 from decola_core.structures.boxes import box_cxcywh_to_xyxy
 from decola_core.utils.draw import draw_boxes
-from decola_core.utils.io import atomic_open
+from decola_core.utils.io import atomic_open, atomic_write_text
 
 OnLog = Callable[[dict], None] | None
 
@@ -64,8 +64,17 @@ class MetricsWriter(Hook):
         self.images = 0
 
     def before_train(self, trainer: Trainer) -> None:
+        """Cut the file back to the iterations the run (re)starts from: rows a killed run wrote
+        after its last checkpoint are redone by this run, and must not appear twice."""
         self.last_time = time.perf_counter()
         self.images = 0
+        if trainer.context.is_main and self.path.is_file():
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _iteration_of(line) <= trainer.start_iter
+            ]
+            atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def after_step(self, trainer: Trainer, step: StepResult) -> None:
         self.images += len(step.batch.samples) * trainer.context.world_size
@@ -83,6 +92,13 @@ class MetricsWriter(Hook):
                 handle.write(json.dumps(record) + "\n")
             if self.on_log is not None:
                 self.on_log(record)
+
+
+def _iteration_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["iter"])
+    except (ValueError, KeyError, TypeError):  # a line cut by a kill: drop it
+        return 1 << 62
 
 
 class Visualiser(Hook):

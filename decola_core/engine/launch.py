@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from decola_core.errors import ConfigError, DecolaError
 from decola_core.jobs import LaunchOptions
+from decola_core.utils.logs import setup_logging
 
 JobT = TypeVar("JobT")
 
@@ -70,7 +71,9 @@ def launch(function: Callable[[JobT], Any], job: JobT, options: LaunchOptions | 
 
 
 def _run_worker(function: Callable[[Any], Any], job: Any) -> Any:
-    """A worker: the function's own user-facing errors end it with their one-line message."""
+    """A worker: logs like the parent (``DECOLA_LOG_LEVEL``); the function's own user-facing
+    errors end it with their one-line message."""
+    setup_logging(rank=int(os.environ.get("RANK", "0")))
     try:
         return function(job)
     except DecolaError as err:

@@ -7,6 +7,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from rich.console import Console
+
 from decola_core.config.schema import DatasetDeclaration, Recipe
 from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
@@ -16,6 +18,8 @@ from decola_core.engine.trainer import Trainer
 from decola_core.errors import ConfigError
 from decola_core.jobs import TrainJob, TrainOptions
 from decola_core.modeling import build_model
+from decola_core.modeling.ops.ms_deform_attn import get_backend
+from decola_core.utils.logs import ProgressLog, log_file
 from decola_core.utils.progress import progress_bar
 from decola_core.zoo import resolve_weights
 
@@ -56,14 +60,19 @@ def prepare_recipe(job: TrainJob) -> Recipe:
     return recipe.model_copy(update={"data": data})
 
 
-def run_training(job: TrainJob, console=None) -> Path | None:
-    """Train; returns ``model_final.pth`` on the main process (None elsewhere)."""
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
+def run_training(job: TrainJob) -> Path | None:
+    """Train; returns ``model_final.pth`` on the main process (None elsewhere). Messages go to
+    the console and to ``<output_dir>/log.txt``; progress is a bar on a terminal and periodic
+    lines otherwise (and in the log)."""
     recipe = prepare_recipe(job)
     output_dir = job.resolved_output_dir()
     context = init_distributed()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with log_file(output_dir, enabled=context.is_main):
+        return _train(job, recipe, output_dir, context)
+
+
+def _train(job: TrainJob, recipe: Recipe, output_dir: Path, context) -> Path | None:
     if recipe_uses_toy_data(recipe) and context.is_main:
         ensure_toy_dataset(job.data_root)
     _wait_for_main(context)
@@ -77,7 +86,6 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         )
         _wait_for_main(context)
         weights = resolve_weights(weights_spec, job.cache_dir, offline=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
     options = {f.name: getattr(job, f.name) for f in dataclasses.fields(TrainOptions)}
     options.update(output_dir=output_dir, init_weights=weights, teacher_weights=weights)
     trainer = Trainer(
@@ -87,23 +95,28 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         lambda r: build_model(r, data_root=job.data_root),
     )
     if context.is_main:
-        console.print(
-            f"training [bold]{recipe.name}[/] ({recipe.model.architecture}) -> {output_dir}"
-        )
+        log.info("training %s (%s) -> %s", recipe.name, recipe.model.architecture, output_dir)
         if recipe.description:
-            console.print(f"  {recipe.description}", markup=False)
+            log.info("  %s", recipe.description)
         for line in trainer.data.describe():
-            console.print(f"  data  {line}")
-        console.print(
-            f"  {trainer.max_iter:,} iterations, checkpoint every {trainer.period:,}, "
-            f"{context.world_size} process(es) on {context.device}, seed {trainer.seed}"
-            + (f", initial weights {weights}" if weights else "")
+            log.info("  data  %s", line)
+        log.info(
+            "  %s iterations, checkpoint every %s, %d process(es) on %s, seed %d%s",
+            f"{trainer.max_iter:,}",
+            f"{trainer.period:,}",
+            context.world_size,
+            context.device,
+            trainer.seed,
+            f", initial weights {weights}" if weights else "",
         )
+        log.info("  deformable attention %s, AMP %s", get_backend()[0], recipe.solver.amp)
     run = (
         _wandb(recipe, job, trainer, output_dir)
         if context.is_main and recipe.logging.wandb.enabled
         else None
     )
+    console = Console(stderr=True)
+    lines = ProgressLog("train", "it", total=trainer.max_iter)
     with progress_bar("it", disable=not context.is_main, console=console) as bar:
         task = bar.add_task("train", total=trainer.max_iter)
 
@@ -115,11 +128,12 @@ def run_training(job: TrainJob, console=None) -> Path | None:
                     images = {k: wandb.Image(v) for k, v in record["images"].items()}
                     run.log(images, step=record["iter"])
                 return
-            description = (
-                f"train loss {record['total_loss']:.3f} lr {record['lr']:.2e} "
+            state = (
+                f"loss {record['total_loss']:.3f} lr {record['lr']:.2e} "
                 f"{record['images_per_s']:.1f} img/s"
             )
-            bar.update(task, completed=record["iter"], description=description)
+            bar.update(task, completed=record["iter"], description=f"train {state}")
+            lines.update(record["iter"], f"({state})")
             if run is not None:
                 run.log(record, step=record["iter"])
 
@@ -127,10 +141,18 @@ def run_training(job: TrainJob, console=None) -> Path | None:
         bar.update(task, completed=trainer.max_iter)
     if run is not None:
         run.finish()
-    if context.is_main:
-        console.print(f"metrics: {output_dir / 'metrics.jsonl'}; final weights: {final}")
-        return final
-    return None
+    if not context.is_main:
+        return None
+    steps = trainer.max_iter - trainer.start_iter
+    log.info(
+        "trained iterations %d-%d (%d steps); metrics: %s; final weights: %s",
+        trainer.start_iter + 1,
+        trainer.max_iter,
+        steps,
+        output_dir / "metrics.jsonl",
+        final,
+    )
+    return final
 
 
 def _wait_for_main(context) -> None:

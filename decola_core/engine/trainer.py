@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +43,59 @@ from decola_core.modeling.pseudo_labels import Teacher
 
 log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 5
+
+
+#: Exit status of a run stopped by SIGTERM or SIGUSR1 after writing its checkpoint
+#: (EX_TEMPFAIL: try again; the same command resumes exactly).
+PREEMPTED_EXIT = 75
+
+
+class Preempted(DecolaError):
+    """Training stopped on a signal after writing a complete checkpoint."""
+
+    exit_code = PREEMPTED_EXIT
+
+    def __init__(self, iteration: int, checkpoint: Path) -> None:
+        super().__init__(
+            f"preempted at iteration {iteration}; checkpoint {checkpoint} written, run the same "
+            "command again to resume"
+        )
+        self.iteration, self.checkpoint = iteration, checkpoint
+
+
+class PreemptionSignals:
+    """While active, SIGTERM and SIGUSR1 (Slurm's ``--signal=USR1@90``) only ask the loop to
+    stop after the current step; every rank then agrees (one all-reduce per step)."""
+
+    SIGNALS = ("SIGTERM", "SIGUSR1")
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> PreemptionSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is not None:
+                    self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number, frame) -> None:
+        self.signal_name = signal.Signals(number).name
+
+    def requested(self, context: DistContext) -> bool:
+        asked = self.signal_name is not None
+        if context.world_size > 1:
+            flag = torch.tensor([1.0 if asked else 0.0], device=context.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            asked = bool(flag.item())
+            self.signal_name = self.signal_name or "a signal on another rank"
+        return asked
 
 
 class TrainingForward(nn.Module):
@@ -116,10 +171,9 @@ class Trainer:
             self.data.planner.stream.seed = self.seed
             self.bad_images = int(state.get("bad_images", 0))
             self.wandb_id = state.get("wandb_id")
-            log.info("resumed from %s at iteration %d", latest, self.start_iter)
+            log.info("resuming from %s at iteration %d", latest, self.start_iter)
         elif self.options.init_weights is not None:
-            report = load_weights(self.model, self.options.init_weights)
-            log.info("initial weights: %s", report.summary())
+            load_weights(self.model, self.options.init_weights, trusted=self.options.trust_weights)
         if self.needs_teacher():
             if self.options.teacher_weights is None:
                 raise DecolaError(
@@ -127,7 +181,10 @@ class Trainer:
                 )
             # always rebuilt from the phase-1 weights, also on resume
             self.teacher = Teacher.from_weights(
-                self.recipe, self.options.teacher_weights, data_root=self.options.data_root
+                self.recipe,
+                self.options.teacher_weights,
+                data_root=self.options.data_root,
+                trusted=self.options.trust_weights,
             )
             self.teacher.model.to(self.context.device)
 
@@ -172,38 +229,55 @@ class Trainer:
         for hook in hooks:
             hook.before_train(self)
         consecutive_skips = 0
-        for it in range(self.start_iter, self.max_iter):
-            batch = next(batches)
-            self._count_bad(batch)
-            torch.manual_seed(derived_seed(self.seed, it, self.context.rank))
-            losses, image_ids = self._step_losses(forward, batch, it)
-            total = total_loss(losses)
-            if not self._all_finite(total):
-                consecutive_skips += 1
-                self.skipped_steps += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                log.warning(
-                    "non-finite loss at iteration %d (images %s): step skipped", it + 1, image_ids
-                )
-                if consecutive_skips > MAX_CONSECUTIVE_SKIPS:
-                    raise DecolaError(
-                        f"the loss was not finite for {consecutive_skips} consecutive "
-                        f"steps (last images: {image_ids}); stopping"
+        with PreemptionSignals() as preemption:
+            for it in range(self.start_iter, self.max_iter):
+                consecutive_skips = self._iteration(forward, batches, hooks, it, consecutive_skips)
+                if preemption.requested(self.context) and it + 1 < self.max_iter:
+                    path = self.save(f"model_{it + 1:07d}.pth", it + 1)
+                    log.warning(
+                        "%s at iteration %d: checkpoint %s written; run the same command again "
+                        "to resume from it",
+                        preemption.signal_name,
+                        it + 1,
+                        path,
                     )
-                self._advance_schedule()
-                continue
-            consecutive_skips = 0
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(total).backward()
-            self.scaler.unscale_(self.optimizer)
-            solvers.clip_gradients(self.model, self.solver)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self._advance_schedule()
-            result = StepResult(it + 1, batch, losses, total)
-            for hook in hooks:
-                hook.after_step(self, result)
+                    raise Preempted(it + 1, path)
         return self.save("model_final.pth", self.max_iter, pointer=False)
+
+    def _iteration(
+        self, forward: nn.Module, batches, hooks: list[Hook], it: int, consecutive_skips: int
+    ) -> int:
+        """One step (or a skipped one); returns the count of consecutive skipped steps."""
+        batch = next(batches)
+        self._count_bad(batch)
+        torch.manual_seed(derived_seed(self.seed, it, self.context.rank))
+        losses, image_ids = self._step_losses(forward, batch, it)
+        total = total_loss(losses)
+        if not self._all_finite(total):
+            consecutive_skips += 1
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            log.warning(
+                "non-finite loss at iteration %d (images %s): step skipped", it + 1, image_ids
+            )
+            if consecutive_skips > MAX_CONSECUTIVE_SKIPS:
+                raise DecolaError(
+                    f"the loss was not finite for {consecutive_skips} consecutive "
+                    f"steps (last images: {image_ids}); stopping"
+                )
+            self._advance_schedule()
+            return consecutive_skips
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.unscale_(self.optimizer)
+        solvers.clip_gradients(self.model, self.solver)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._advance_schedule()
+        result = StepResult(it + 1, batch, losses, total)
+        for hook in hooks:
+            hook.after_step(self, result)
+        return 0
 
     def _advance_schedule(self) -> None:
         """One scheduler step per iteration, also for skipped steps (torch warns about the

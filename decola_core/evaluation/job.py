@@ -183,6 +183,7 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
         cache_dir=job.cache_dir,
         offline=job.offline,
         device=context.device,
+        trusted=job.trust_weights,
     )
     predictor.max_detections = max(_budgets(job, recipe.test.detections_per_image))
     output_dir = job.output_dir or Path(recipe.resolved_output_dir()) / f"eval_{name}"

@@ -43,14 +43,22 @@ class LoadReport:
     dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def summary(self) -> str:
+    def summary(self, names: int = 3) -> str:
+        """One line: counts of loaded, missing, unused and shape-skipped keys, with the
+        first ``names`` names of each kind."""
+
+        def first(keys) -> str:
+            shown = ", ".join(keys[:names])
+            return f" ({shown}{', ...' if len(keys) > names else ''})" if keys else ""
+
         parts = [f"loaded {self.loaded} tensors from {self.source} ({self.format})"]
         if self.missing:
-            parts.append(f"{len(self.missing)} model keys not in the file")
+            parts.append(f"{len(self.missing)} model keys not in the file{first(self.missing)}")
         if self.unexpected:
-            parts.append(f"{len(self.unexpected)} file keys unused")
+            parts.append(f"{len(self.unexpected)} file keys unused{first(self.unexpected)}")
         if self.shape_mismatch:
-            parts.append(f"{len(self.shape_mismatch)} skipped for shape")
+            skipped = [k for k, _, _ in self.shape_mismatch]
+            parts.append(f"{len(skipped)} skipped for shape{first(skipped)}")
         parts += [f"dropped {n} {what}" for what, n in self.dropped.items() if n]
         return "; ".join(parts)
 
@@ -68,7 +76,7 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> dict[str, tor
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-        hint = "" if trusted else " (if you trust this legacy file, load it with trusted=True)"
+        hint = "" if trusted else " (if you trust this legacy file: --trust-weights)"
         raise DecolaError(
             f"{path}: cannot read weights ({type(err).__name__}: {err}){hint}"
         ) from None
@@ -86,7 +94,7 @@ def _read_pickle(path: Path, trusted: bool) -> dict[str, torch.Tensor]:
     if not trusted:
         raise DecolaError(
             f"{path}: .pkl files are Python pickles and can run code when loaded; load it only "
-            "if you trust it (load_weights(..., trusted=True) in Python)"
+            "if you trust it (--trust-weights; trusted=True in Python)"
         )
     import pickle
 

@@ -95,10 +95,12 @@ class Predictor:
         cache_dir: Path | str = "~/.cache/decola",
         offline: bool = False,
         device: str | torch.device = "cpu",
+        trusted: bool = False,
     ) -> Predictor:
         """Build the recipe's model, load ``weights`` (a path or zoo name) and wrap it."""
         model = build_model(recipe, data_root=data_root)
-        load_weights(model, resolve_weights(str(weights), Path(cache_dir), offline=offline))
+        weights = resolve_weights(str(weights), Path(cache_dir), offline=offline)
+        load_weights(model, weights, trusted=trusted)
         return cls(
             model.to(device),
             min_size=recipe.test.min_size,

@@ -159,7 +159,7 @@ def _label(job: SelfLabelJob, context: DistContext, on_images, on_start) -> dict
             (job.output_dir / f"minsize_{size}").mkdir(exist_ok=True)
     barrier()
     model = build_model(job.recipe, data_root=job.data_root)
-    load_weights(model, job.weights)
+    load_weights(model, job.weights, trusted=job.trust_weights)
     model.to(context.device).eval()
     chunks = range(context.rank, -(-len(dataset) // job.shard_images), context.world_size)
     todo = [
