@@ -138,7 +138,7 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except DecolaError as exc:
         fail_line("decola", str(exc))
-        sys.exit(2)
+        sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -16,3 +16,14 @@ class ConfigError(DecolaError):
 
 class DatasetError(DecolaError):
     """A dataset name is unknown or its files are missing or malformed."""
+
+
+#: Exit status of a training run stopped by SIGTERM or SIGUSR1 after writing its checkpoint
+#: (EX_TEMPFAIL: try again; the same command resumes exactly).
+PREEMPTED_EXIT = 75
+
+
+class Preempted(DecolaError):
+    """Training stopped on a signal after writing a complete checkpoint."""
+
+    exit_code = PREEMPTED_EXIT

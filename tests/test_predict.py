@@ -113,3 +113,31 @@ def test_detector_api_detects_and_draws(toy_model) -> None:
     assert len(everything) > len(general)
     strict = detector.detect(path, threshold=0.99)
     assert bool((strict.scores >= 0.99).all())
+
+
+def test_pickled_weights_load_only_with_trust_weights(decola, toy_model, tmp_path: Path) -> None:
+    """detectron2-style .pkl weights ({"model": {name: array}}) can run code when unpickled:
+    refused by default with the flag to use, loaded with --trust-weights."""
+    import pickle
+
+    import torch
+
+    from decola_core.config import load_recipe
+    from decola_core.modeling import build_model
+
+    data_root, _, _ = toy_model
+    torch.manual_seed(0)
+    model = build_model(load_recipe("toy/BoxSup-DeformDETR_Toy"), data_root=data_root)
+    weights = tmp_path / "tiny.pkl"
+    with open(weights, "wb") as handle:
+        pickle.dump({"model": {k: v.numpy() for k, v in model.state_dict().items()}}, handle)
+    image = data_root / "toy" / "images" / "toy_val_0000.png"
+    args = ("predict", str(image), "--config", "toy/BoxSup-DeformDETR_Toy",
+            "--weights", str(weights), "--data-root", str(data_root),
+            "--output-dir", str(tmp_path / "out"))  # fmt: skip
+    refused = decola(*args)
+    assert refused.returncode == 2 and "--trust-weights" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    trusted = decola(*args, "--trust-weights")
+    assert trusted.returncode == 0, trusted.stderr
+    assert f"loaded {len(model.state_dict())} tensors from {weights}" in trusted.stderr

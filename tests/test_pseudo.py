@@ -351,9 +351,12 @@ def test_self_label_killed_and_resumed_is_byte_identical(
     decola, tmp_path: Path, toy_phase1
 ) -> None:
     data_root, weights = toy_phase1
-    full = decola(*self_label_args(data_root, weights, tmp_path / "full"))
+    full = decola(*self_label_args(data_root, weights, tmp_path / "full"), env={"COLUMNS": "40"})
     assert full.returncode == 0, full.stderr
     assert "--pseudo-labels" in full.stderr
+    # the suggested next command is one line, whatever the width: it can be copied and run
+    suggested = next(line for line in full.stderr.splitlines() if "--pseudo-labels" in line)
+    assert suggested.strip().startswith("decola train --phase 2") and str(weights) in suggested
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         decola.argv(*self_label_args(data_root, weights, out)),
@@ -369,8 +372,13 @@ def test_self_label_killed_and_resumed_is_byte_identical(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "pseudo_labels.json").exists()
+    done_before = {p: p.stat().st_mtime_ns for p in out.glob("minsize_*/shard_*.jsonl")}
+    total_shards = len(list((tmp_path / "full").glob("minsize_*/shard_*.jsonl")))
+    assert 2 <= len(done_before) < total_shards  # the kill landed in the middle of the run
     resumed = decola(*self_label_args(data_root, weights, out))
     assert resumed.returncode == 0, resumed.stderr
+    for shard, stamp in done_before.items():  # finished shards were kept, not recomputed
+        assert shard.stat().st_mtime_ns == stamp, shard
     for shard in sorted((tmp_path / "full").glob("minsize_*/shard_*.jsonl")):
         assert (out / shard.relative_to(tmp_path / "full")).read_bytes() == shard.read_bytes()
     a = json.loads((out / "pseudo_labels.json").read_text())

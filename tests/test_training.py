@@ -167,6 +167,13 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path
         data_root=data_root,
     )
     assert resumed.returncode == 0, resumed.stderr
+    # the second run began at the checkpoint and ran only the remaining steps
+    assert f"resuming from {out / 'model_0000003.pth'} at iteration 3" in resumed.stderr
+    assert "trained iterations 4-8 (5 steps)" in resumed.stderr
+    assert "resuming from" in (out / "log.txt").read_text()
+    rows = [json.loads(line)["iter"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    full_rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert rows == [json.loads(line)["iter"] for line in full_rows] == list(range(1, 9))
     a, b = (
         metrics_by_iter(tmp_path / "full" / "metrics.jsonl"),
         metrics_by_iter(out / "metrics.jsonl"),
@@ -434,3 +441,42 @@ def test_visualisations_eval_only_and_the_detic_toy_baseline(decola, tmp_path: P
     assert detic.returncode == 0, detic.stderr
     records = metrics_by_iter(tmp_path / "detic" / "metrics.jsonl")
     assert any(r["loss_image"] > 0 for r in records.values())  # image-labelled batches were used
+
+
+def test_a_signal_writes_a_checkpoint_and_exits_75_then_the_run_resumes(decola, tmp_path) -> None:
+    data_root, out = tmp_path / "data", tmp_path / "run"
+    args = toy_train_args(data_root, "--output-dir", str(out), "--max-iter", "400")
+    proc = subprocess.Popen(
+        decola.argv(*args),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    metrics = out / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 75, stderr
+    assert "SIGTERM at iteration" in stderr and "run the same command again" in stderr
+    stopped = int(stderr.split("SIGTERM at iteration ")[1].split(":")[0])
+    assert 2 <= stopped < 400 and (out / f"model_{stopped:07d}.pth").is_file()
+    assert not (out / "model_final.pth").exists()
+    resumed = decola(*args[:-1], "12" if stopped < 12 else str(stopped + 2), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at iteration {stopped}" in resumed.stderr
+
+
+def test_progress_is_logged_as_lines_when_not_a_terminal(decola, tmp_path: Path) -> None:
+    result = train_toy(
+        decola, "--output-dir", str(tmp_path / "run"), "--max-iter", "3", data_root=tmp_path / "d"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " it, " in line and "it/s" in line]
+    assert lines and lines[-1].startswith("train loss") and "3/3 it" in lines[-1]
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "training toy/DECOLA_PHASE1_Toy" in log and "3/3 it" in log

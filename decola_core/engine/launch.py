@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from decola_core.errors import ConfigError, DecolaError
+from decola_core.errors import PREEMPTED_EXIT, ConfigError, DecolaError, Preempted
 from decola_core.jobs import LaunchOptions
 from decola_core.utils.logs import setup_logging
 
@@ -66,7 +67,8 @@ def launch(function: Callable[[JobT], Any], job: JobT, options: LaunchOptions | 
         results = elastic_launch(config, _run_worker)(function, job)
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        raise DecolaError(f"worker {rank} failed: {_first_line(failure.message)}") from None
+        error = Preempted if failure.exitcode == PREEMPTED_EXIT else DecolaError
+        raise error(f"worker {rank} failed: {_first_line(failure.message)}") from None
     return results.get(0) if isinstance(results, dict) else results
 
 
@@ -77,7 +79,8 @@ def _run_worker(function: Callable[[Any], Any], job: Any) -> Any:
     try:
         return function(job)
     except DecolaError as err:
-        raise SystemExit(f"decola: error: {err}") from None
+        print(f"decola: error: {err}", file=sys.stderr)
+        raise SystemExit(getattr(err, "exit_code", 2)) from None
 
 
 def _first_line(message: Any) -> str:

@@ -7,8 +7,6 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from rich.console import Console
-
 from decola_core.config.schema import DatasetDeclaration, Recipe
 from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
@@ -19,7 +17,7 @@ from decola_core.errors import ConfigError
 from decola_core.jobs import TrainJob, TrainOptions
 from decola_core.modeling import build_model
 from decola_core.modeling.ops.ms_deform_attn import get_backend
-from decola_core.utils.logs import ProgressLog, log_file
+from decola_core.utils.logs import log_file
 from decola_core.utils.progress import progress_bar
 from decola_core.zoo import resolve_weights
 
@@ -115,9 +113,7 @@ def _train(job: TrainJob, recipe: Recipe, output_dir: Path, context) -> Path | N
         if context.is_main and recipe.logging.wandb.enabled
         else None
     )
-    console = Console(stderr=True)
-    lines = ProgressLog("train", "it", total=trainer.max_iter)
-    with progress_bar("it", disable=not context.is_main, console=console) as bar:
+    with progress_bar("it", disable=not context.is_main) as bar:
         task = bar.add_task("train", total=trainer.max_iter)
 
         def on_log(record: dict) -> None:
@@ -133,7 +129,6 @@ def _train(job: TrainJob, recipe: Recipe, output_dir: Path, context) -> Path | N
                 f"{record['images_per_s']:.1f} img/s"
             )
             bar.update(task, completed=record["iter"], description=f"train {state}")
-            lines.update(record["iter"], f"({state})")
             if run is not None:
                 run.log(record, step=record["iter"])
 

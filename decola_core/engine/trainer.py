@@ -34,7 +34,7 @@ from decola_core.engine.hooks import (
     StepResult,
     Visualiser,
 )
-from decola_core.errors import DecolaError
+from decola_core.errors import DecolaError, Preempted
 from decola_core.jobs import TrainOptions
 from decola_core.modeling.checkpoint import load_weights
 from decola_core.modeling.criterion import total_loss
@@ -43,24 +43,6 @@ from decola_core.modeling.pseudo_labels import Teacher
 
 log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_SKIPS = 5
-
-
-#: Exit status of a run stopped by SIGTERM or SIGUSR1 after writing its checkpoint
-#: (EX_TEMPFAIL: try again; the same command resumes exactly).
-PREEMPTED_EXIT = 75
-
-
-class Preempted(DecolaError):
-    """Training stopped on a signal after writing a complete checkpoint."""
-
-    exit_code = PREEMPTED_EXIT
-
-    def __init__(self, iteration: int, checkpoint: Path) -> None:
-        super().__init__(
-            f"preempted at iteration {iteration}; checkpoint {checkpoint} written, run the same "
-            "command again to resume"
-        )
-        self.iteration, self.checkpoint = iteration, checkpoint
 
 
 class PreemptionSignals:
@@ -241,7 +223,10 @@ class Trainer:
                         it + 1,
                         path,
                     )
-                    raise Preempted(it + 1, path)
+                    raise Preempted(
+                        f"preempted at iteration {it + 1}; checkpoint {path} written, run the "
+                        "same command again to resume"
+                    )
         return self.save("model_final.pth", self.max_iter, pointer=False)
 
     def _iteration(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,10 +21,10 @@ from decola_core.evaluation.runner import combine_shards, predict_shard, shard_r
 from decola_core.jobs import EvalJob
 from decola_core.modeling.predictor import Predictor
 from decola_core.utils.io import atomic_open, atomic_write_text
+from decola_core.utils.logs import log_file
 from decola_core.utils.progress import progress_bar
 
 log = logging.getLogger(__name__)
-Say = Callable[[str], None]
 
 
 @dataclass
@@ -41,22 +40,18 @@ class EvalReport:
     lines: list[str] = field(default_factory=list)
 
 
-def run_evaluation(job: EvalJob, say: Say | None = None) -> EvalReport | None:
+def run_evaluation(job: EvalJob) -> EvalReport | None:
     """Score a results file or run a model and score it; the report on the main process.
-    ``say`` reports progress (default: stderr)."""
-    if say is None:
-        from rich.console import Console
-
-        say = Console(stderr=True, highlight=False).print
+    A model run writes ``log.txt`` beside its predictions."""
     if job.predictions is not None:
         if job.annotations is None:
             raise ConfigError("--predictions needs --annotations (the ground truth)")
-        return score_predictions(job, job.predictions, job.annotations, job.output, say=say)
+        return score_predictions(job, job.predictions, job.annotations, job.output)
     if job.weights is None or job.recipe is None:
         raise ConfigError(
             "give --predictions FILE to score a results file, or --weights to run a model"
         )
-    return _run_model(job, say)
+    return _run_model(job)
 
 
 def _budgets(job: EvalJob, default: int) -> list[int]:
@@ -69,7 +64,6 @@ def score_predictions(
     annotations: Path,
     metrics_path: Path | None,
     *,
-    say: Say,
     recipe: Recipe | None = None,
     image_ids: list[int] | None = None,
 ) -> EvalReport:
@@ -83,14 +77,14 @@ def score_predictions(
     if image_ids is not None and len(image_ids) < len(truth.image_ids):
         truth = truth.restrict(image_ids)
     preds = Predictions.load(predictions)
-    say(
+    log.info(
         f"scoring {len(preds):,} detections on {len(truth.image_ids):,} images "
         f"({job.protocol} protocol)"
     )
     protocol = job.protocol
     if protocol == "standard" and not all("frequency" in c for c in truth.data["categories"]):
         protocol = "coco"  # no LVIS frequency groups: a COCO-format set
-        say("categories have no 'frequency': using the COCO protocol")
+        log.info("categories have no 'frequency': using the COCO protocol")
     results = {}
     for budget in _budgets(job, default_dets):
         if protocol == "coco":
@@ -152,7 +146,7 @@ def _log_wandb(results, job: EvalJob, recipe_name: str | None) -> None:
     run.finish()
 
 
-def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
+def _run_model(job: EvalJob) -> EvalReport | None:
     recipe = job.recipe
     context = init_distributed()
     if job.annotations is not None:
@@ -173,9 +167,6 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
             f"{annotations} has {len(dataset.category_ids)} categories but the recipe's "
             f"classifier has {recipe.model.classifier.num_classes}"
         )
-    oracle = job.conditioned if job.conditioned is not None else recipe.test.oracle
-    # test.conditioned without the oracle: class mode prompted with every class (in chunks)
-    every_class = not oracle and recipe.test.conditioned
     predictor = Predictor.from_recipe(
         recipe,
         job.weights,
@@ -187,12 +178,21 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
     )
     predictor.max_detections = max(_budgets(job, recipe.test.detections_per_image))
     output_dir = job.output_dir or Path(recipe.resolved_output_dir()) / f"eval_{name}"
+    with log_file(output_dir, enabled=context.is_main):
+        return _predict_and_score(job, recipe, predictor, dataset, annotations, name, output_dir)
+
+
+def _predict_and_score(job, recipe, predictor, dataset, annotations, name, output_dir):
+    context = init_distributed()
+    oracle = job.conditioned if job.conditioned is not None else recipe.test.oracle
+    # test.conditioned without the oracle: class mode prompted with every class (in chunks)
+    every_class = not oracle and recipe.test.conditioned
     total = min(len(dataset), job.max_images or len(dataset))
     indices = shard_range(total, context.rank, context.world_size)
     shard = output_dir / "shards" / f"rank{context.rank:03d}.jsonl"
     if context.is_main:
-        say(
-            f"evaluating [bold]{recipe.name}[/] ({job.weights}) on {name}: {total:,} images, "
+        log.info(
+            f"evaluating {recipe.name} ({job.weights}) on {name}: {total:,} images, "
             f"{'conditioned on GT classes' if oracle else 'all classes'}"
             f"{' (class mode)' if every_class else ''}, "
             f"{context.world_size} process(es) -> {output_dir}"
@@ -215,19 +215,18 @@ def _run_model(job: EvalJob, say: Say) -> EvalReport | None:
     shards = sorted((output_dir / "shards").glob("rank*.jsonl"))[: context.world_size]
     predictions = output_dir / "predictions.json"
     count = combine_shards(shards, predictions)
-    say(
+    log.info(
         f"{count:,} detections from {total:,} images ({stats.bad_images} unreadable on rank 0) "
         f"-> {predictions}"
     )
     if not any(len(r.classes) for r in dataset.records[:total]):
-        say("the dataset has no boxes: predictions written, nothing to score")
+        log.info("the dataset has no boxes: predictions written, nothing to score")
         return None
     return score_predictions(
         job,
         predictions,
         annotations,
         output_dir / "metrics.json",
-        say=say,
         recipe=recipe,
         image_ids=[r.image_id for r in dataset.records[:total]],
     )

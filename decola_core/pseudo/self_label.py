@@ -30,6 +30,7 @@ from decola_core.modeling.predictor import resize_shortest_edge
 from decola_core.pseudo.postprocess import run_pseudo_chain
 from decola_core.structures.boxes import box_cxcywh_to_xyxy
 from decola_core.utils.io import atomic_open, atomic_write_text
+from decola_core.utils.logs import log_file
 from decola_core.utils.progress import progress_bar
 from decola_core.zoo import resolve_weights, sha256_file
 
@@ -95,18 +96,26 @@ def run_self_label(
     progress: bool = True,
 ) -> SelfLabelResult:
     """Label the dataset (and, with ``job.postprocess``, convert, merge and dedup on the main
-    process), with a progress bar on the main process; the manifest on every rank."""
-    from rich.console import Console
-
+    process), with a progress bar on the main process and ``log.txt`` in the output folder;
+    the manifest on every rank."""
     context = context or init_distributed()
     job = resolve_job(job)
-    console = Console(stderr=True, highlight=False)
+    with log_file(job.output_dir, enabled=context.is_main):
+        return _run(job, context, progress)
+
+
+def _run(job: SelfLabelJob, context: DistContext, progress: bool) -> SelfLabelResult:
     if context.is_main:
-        console.print(
-            f"self-labelling {job.image_info} with {job.recipe.name} ({job.weights}) at "
-            f"min sizes {job.min_sizes} (max {job.max_size}) -> {job.output_dir}"
+        log.info(
+            "self-labelling %s with %s (%s) at min sizes %s (max %d) -> %s",
+            job.image_info,
+            job.recipe.name,
+            job.weights,
+            job.min_sizes,
+            job.max_size,
+            job.output_dir,
         )
-    with progress_bar("img", disable=not (progress and context.is_main), console=console) as bar:
+    with progress_bar("img", disable=not (progress and context.is_main)) as bar:
         task = bar.add_task("self-label", total=None)
         manifest = _label(
             job,
