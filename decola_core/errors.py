@@ -18,6 +18,11 @@ class DatasetError(DecolaError):
     """A dataset name is unknown or its files are missing or malformed."""
 
 
+class InputError(DecolaError, ValueError):
+    """Input a model cannot take (image size or layout, class names, vocabulary), with the
+    advice of what to change; a ``ValueError`` too, for callers of the Python API."""
+
+
 #: Exit status of a training run stopped by SIGTERM or SIGUSR1 after writing its checkpoint
 #: (EX_TEMPFAIL: try again; the same command resumes exactly).
 PREEMPTED_EXIT = 75

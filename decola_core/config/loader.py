@@ -51,11 +51,12 @@ UNSUPPORTED_RECIPES = {
 
 
 def config_dir() -> Path:
-    """The folder of shipped recipes (``$DECOLA_CONFIG_DIR`` or the repository's ``configs/``)."""
+    """The folder of shipped recipes: ``$DECOLA_CONFIG_DIR``, else the package's ``configs/``
+    (in a source tree a link to the repository's ``configs/``, copied into wheels)."""
     override = os.environ.get(CONFIG_DIR_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "configs"
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def list_recipes(root: Path | None = None) -> list[str]:

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from decola_core.config.schema import PRIOR_BIAS
+from decola_core.errors import InputError
 
 
 class PromptClassifier(nn.Module):
@@ -128,13 +129,13 @@ def set_vocabulary(model: nn.Module, embeddings: torch.Tensor) -> None:
             module.set_class_embeddings(embeddings)
             found = True
     if not found:
-        raise ValueError("the model has no zero-shot classifier whose vocabulary can change")
+        raise InputError("the model has no zero-shot classifier whose vocabulary can change")
     if hasattr(model, "num_classes"):
         model.num_classes = embeddings.shape[0]
 
 
 def _check_dim(embeddings: torch.Tensor, dim: int) -> None:
     if embeddings.dim() != 2 or embeddings.shape[1] != dim:
-        raise ValueError(
+        raise InputError(
             f"class embeddings of shape {tuple(embeddings.shape)}; the model expects (N, {dim})"
         )

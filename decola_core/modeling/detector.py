@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from decola_core.errors import InputError
 from decola_core.modeling.backbone import MaskedBackbone
 from decola_core.modeling.interface import DetectionModel, KeyMap
 from decola_core.modeling.position import sine_position_embedding
@@ -132,7 +133,7 @@ class DeformableDETRBase(DetectionModel):
         """uint8 (3, H, W) RGB images -> normalised, zero-padded batch (no size divisibility),
         in the channel order of ``input_format``."""
         if not images:
-            raise ValueError("no images given")
+            raise InputError("no images given")
         if self.input_format == "BGR":
             images = [img.flip(0) for img in images]
         normalised = [

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from decola_core.errors import InputError
 from decola_core.modeling.build import build_model
 from decola_core.modeling.checkpoint import load_weights
 from decola_core.modeling.interface import DetectionModel
@@ -46,13 +47,13 @@ def as_uint8_chw(image) -> torch.Tensor:
     else:
         array = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
         if array.ndim != 3 or array.shape[2] != 3:
-            raise ValueError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
+            raise InputError(f"expected an RGB image of shape (H, W, 3), got {array.shape}")
         array = np.ascontiguousarray(array)
         if not array.flags.writeable:  # PIL's buffers are read-only
             array = array.copy()
         tensor = torch.from_numpy(array).permute(2, 0, 1)
     if tensor.dim() != 3 or tensor.shape[0] != 3 or tensor.dtype != torch.uint8:
-        raise ValueError(
+        raise InputError(
             f"expected a uint8 tensor of shape (3, H, W), got {tuple(tensor.shape)} {tensor.dtype}"
         )
     return tensor
@@ -114,7 +115,7 @@ class Predictor:
     def use_vocabulary(self, names: Sequence[str], embeddings: torch.Tensor) -> None:
         """Detect ``names`` (with their CLIP embeddings, rows in the same order) from now on."""
         if len(names) != embeddings.shape[0]:
-            raise ValueError(f"{len(names)} names but {embeddings.shape[0]} embeddings")
+            raise InputError(f"{len(names)} names but {embeddings.shape[0]} embeddings")
         self.model.set_vocabulary(embeddings)
         self.class_names = list(names)
 
@@ -126,7 +127,7 @@ class Predictor:
         for c in classes:
             if isinstance(c, str):
                 if self.class_names is None:
-                    raise ValueError("class names need the predictor's class_names")
+                    raise InputError("class names need the predictor's class_names")
                 ids.append(_class_id(c, self.class_names))
             else:
                 ids.append(int(c))
@@ -142,7 +143,7 @@ class Predictor:
         resized = [resize_shortest_edge(t, self.min_size, self.max_size) for t in tensors]
         wanted = None if classes is None else self.class_ids(classes).unique()
         if wanted is not None and wanted.numel() == 0:
-            raise ValueError("classes is empty; pass None for object mode")
+            raise InputError("classes is empty; pass None for object mode")
         limits = {"max_detections": self.max_detections, "score_threshold": self.score_threshold}
         if wanted is None or not self.model.supports_prompts:
             allowed = None if wanted is None else [wanted] * len(resized)
@@ -161,7 +162,7 @@ def _class_id(name: str, names: list[str]) -> int:
         return names.index(name)
     close = difflib.get_close_matches(name, names, n=3)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise ValueError(f"unknown class name '{name}'{hint}")
+    raise InputError(f"unknown class name '{name}'{hint}")
 
 
 def _merge(parts: list[Detections], limit: int) -> Detections:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from decola_core.errors import InputError
+
 
 def training_prompts(
     labels: list[torch.Tensor],
@@ -39,5 +41,5 @@ def prompt_chunks(classes: torch.Tensor, chunk: int) -> list[torch.Tensor]:
     results are close to, not identical with, one pass over all prompts.
     """
     if chunk <= 0:
-        raise ValueError(f"chunk must be positive (got {chunk})")
+        raise InputError(f"chunk must be positive (got {chunk})")
     return list(torch.split(classes, chunk))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from decola_core.errors import InputError
 from decola_core.modeling.build import build_model
 from decola_core.modeling.checkpoint import load_weights
 from decola_core.modeling.postprocess import PseudoBoxes
@@ -31,9 +32,9 @@ def select_pseudo_boxes(
     candidates with area not above ``min_area`` are ignored when ``min_area`` > 0.
     """
     if out.prompt_inds is None:
-        raise ValueError("pseudo-labelling needs class-mode outputs (prompt ids)")
+        raise InputError("pseudo-labelling needs class-mode outputs (prompt ids)")
     if choice not in ("max-score", "max-size"):
-        raise ValueError(f"choice must be max-score or max-size (got {choice!r})")
+        raise InputError(f"choice must be max-score or max-size (got {choice!r})")
     results = []
     for b, labels in enumerate(image_labels):
         kept_labels, kept_boxes, kept_scores = [], [], []

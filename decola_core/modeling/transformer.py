@@ -16,6 +16,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from decola_core.errors import InputError
 from decola_core.modeling.msda import MSDeformAttn
 from decola_core.modeling.position import proposal_position_embedding
 from decola_core.structures.boxes import inverse_sigmoid
@@ -400,7 +401,7 @@ class DeformableTransformer(nn.Module):
         if self.prompt_embed_trans is not None:
             table = scores.prompt_table
             if table is None:
-                raise ValueError("use_prompt_embed_as_query needs the prompt embedding table")
+                raise InputError("use_prompt_embed_as_query needs the prompt embedding table")
             if scores.class_mode:
                 embeds = table[prompt_inds]
             else:  # the "a object" row for every query
@@ -434,7 +435,7 @@ class DeformableTransformer(nn.Module):
         if prompt_ids is not None:
             n = self.per_prompt_topk
             if tokens < n:
-                raise ValueError(
+                raise InputError(
                     f"the image gives {tokens} encoder tokens, fewer than per_prompt_topk={n}; "
                     "use larger images or a smaller model.decola.per_prompt_topk"
                 )
@@ -446,7 +447,7 @@ class DeformableTransformer(nn.Module):
                 topk_inds, flat, prompt_inds, QueryGrouping(num_prompts, n, self.self_attention)
             )
         if tokens < self.num_queries:
-            raise ValueError(
+            raise InputError(
                 f"the image gives {tokens} encoder tokens, fewer than "
                 f"num_queries={self.num_queries}; use larger images"
             )

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from decola_core.config.schema import PRIOR_BIAS, Recipe
-from decola_core.errors import ConfigError
+from decola_core.errors import ConfigError, InputError
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.boxsup.criterion import BaselineCriterion
 from decola_core.modeling.classifier import DeticZeroShotClassifier
@@ -59,7 +59,7 @@ class BoxSupDETR(DeformableDETRBase):
     ) -> DetectorOutput:
         """Detect in ``images``; the baseline has no class mode (``prompt_ids`` must be None)."""
         if prompt_ids is not None:
-            raise ValueError(
+            raise InputError(
                 "the BoxSup/Detic baseline has no class mode; restrict classes in "
                 "post-processing instead (allowed_classes)"
             )
