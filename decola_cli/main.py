@@ -4,6 +4,7 @@ answers quickly."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated
 
@@ -14,13 +15,6 @@ try:  # typer >= 0.20 vendors its own copy of click
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
-from decola_cli.commands import checks, config, data, pseudo, zoo
-from decola_cli.commands.eval import EPILOG as EVAL_EPILOG
-from decola_cli.commands.eval import eval_command
-from decola_cli.commands.predict import EPILOG as PREDICT_EPILOG
-from decola_cli.commands.predict import predict_command
-from decola_cli.commands.train import EPILOG as TRAIN_EPILOG
-from decola_cli.commands.train import train_command
 from decola_cli.console import fail_line, out
 from decola_core.errors import DecolaError
 
@@ -36,28 +30,6 @@ EPILOG = """[bold]Examples[/]
   decola checks
 """
 
-app = typer.Typer(
-    name="decola",
-    help="Train, evaluate and run DECOLA open-vocabulary object detectors.",
-    epilog=EPILOG,
-    no_args_is_help=True,
-    rich_markup_mode="rich",
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    add_completion=False,
-)
-app.add_typer(config.app, name="config")
-app.add_typer(zoo.app, name="zoo")
-app.add_typer(data.app, name="data")
-app.command(name="train", epilog=TRAIN_EPILOG)(train_command)
-app.command(name="eval", epilog=EVAL_EPILOG)(eval_command)
-app.command(name="predict", epilog=PREDICT_EPILOG)(predict_command)
-app.command(name="self-label", epilog=pseudo.SELF_LABEL_EPILOG)(pseudo.self_label_command)
-app.command(name="convert", epilog=pseudo.CONVERT_EPILOG)(pseudo.convert_command)
-app.command(name="merge", epilog=pseudo.MERGE_EPILOG)(pseudo.merge_command)
-app.command(name="dedup", epilog=pseudo.DEDUP_EPILOG)(pseudo.dedup_command)
-app.command(name="checks", epilog=checks.EPILOG)(checks.checks)
-
 
 def _show_version(value: bool) -> None:
     if value:
@@ -67,7 +39,6 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     version: Annotated[
         bool,
@@ -84,6 +55,61 @@ def main(
     from decola_core.utils.logs import setup_logging
 
     setup_logging("DEBUG" if verbose else "WARNING" if quiet else None)
+
+
+#: Commands by name: (module, function, epilog attribute). Only the module of the command that
+#: runs is imported, so a command pays for its own imports and no other's.
+COMMANDS = {
+    "train": ("decola_cli.commands.train", "train_command", "EPILOG"),
+    "eval": ("decola_cli.commands.eval", "eval_command", "EPILOG"),
+    "predict": ("decola_cli.commands.predict", "predict_command", "EPILOG"),
+    "self-label": ("decola_cli.commands.pseudo", "self_label_command", "SELF_LABEL_EPILOG"),
+    "convert": ("decola_cli.commands.pseudo", "convert_command", "CONVERT_EPILOG"),
+    "merge": ("decola_cli.commands.pseudo", "merge_command", "MERGE_EPILOG"),
+    "dedup": ("decola_cli.commands.pseudo", "dedup_command", "DEDUP_EPILOG"),
+    "checks": ("decola_cli.commands.checks", "checks", "EPILOG"),
+}
+#: Command groups by name: the module holding their Typer app.
+GROUPS = {
+    "config": "decola_cli.commands.config",
+    "zoo": "decola_cli.commands.zoo",
+    "data": "decola_cli.commands.data",
+}
+
+
+def build_app(only: str | None = None) -> typer.Typer:
+    """The ``decola`` app with every command, or with the command (or group) ``only``."""
+    app = typer.Typer(
+        name="decola",
+        help="Train, evaluate and run DECOLA open-vocabulary object detectors.",
+        epilog=EPILOG,
+        no_args_is_help=True,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        add_completion=False,
+    )
+    app.callback()(main)
+    for name, (module, function, epilog) in COMMANDS.items():
+        if only in (None, name):
+            loaded = importlib.import_module(module)
+            app.command(name=name, epilog=getattr(loaded, epilog))(getattr(loaded, function))
+    for name, module in GROUPS.items():
+        if only in (None, name):
+            app.add_typer(importlib.import_module(module).app, name=name)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole app (tests, docs); ``run`` builds only what it runs
+        return build_app()
+    raise AttributeError(f"module 'decola_cli.main' has no attribute {name!r}")
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The subcommand of ``argv`` (the top-level options take no values), if it is known."""
+    name = next((arg for arg in argv if not arg.startswith("-")), None)
+    return name if name in COMMANDS or name in GROUPS else None
 
 
 #: Options that take several space-separated values after one flag (--k 10 20 50).
@@ -121,6 +147,7 @@ def run(argv: list[str] | None = None) -> None:
     """Console-script entry point: one-line errors, exit 2 for bad input, 130 on Ctrl-C."""
     argv = expand_multi_value_options(sys.argv[1:] if argv is None else argv)
     try:
+        app = build_app(_command_name(argv))
         code = app(args=argv, prog_name="decola", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:
         if exc.ctx is not None:

@@ -6,14 +6,16 @@ means "the core job's default" (shown in ``--help``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from decola_cli.command import ENV_PREFIX, option
-from decola_core.config.schema import Recipe
 from decola_core.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: recipes are loaded by the commands that need one
+    from decola_core.config.schema import Recipe
 
 RECIPE_PANEL = "Recipe selection"
 RUN_PANEL = "Processes"

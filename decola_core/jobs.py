@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from decola_core.config.schema import Recipe
+if TYPE_CHECKING:  # annotations only: this module stays light for the CLI
+    from decola_core.config.schema import Recipe
 
 DATA_ROOT = Path("datasets")
 CACHE_DIR = Path("~/.cache/decola")
