@@ -7,7 +7,6 @@ the byte length of each record, so the caller can record where each one lies in 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +127,8 @@ class _Placement:
 def _write_in_workers(
     out: IO[bytes], boxes: BoxColumns, bounds: list[tuple[int, int]], workers: int
 ) -> np.ndarray:
+    import multiprocessing  # only where forked writers are started (start-up time)
+
     context = multiprocessing.get_context("fork")
     out.flush()
     starts = context.RawArray("q", [-1] * (len(bounds) + 1))

@@ -3,13 +3,10 @@ formatting), which the workers read copy-on-write instead of receiving it pickle
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from decola_core.errors import DecolaError
@@ -37,6 +34,11 @@ def fork_map(
     inherited by the workers, never pickled. A worker that dies (killed for memory, say) is a
     clear error, never a hang.
     """
+    # the process-pool machinery costs tens of ms to import: only here, where it is used
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     global _TASK
     _TASK = (function, shared)
     context = multiprocessing.get_context("fork")
