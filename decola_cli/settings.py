@@ -345,6 +345,10 @@ class ConvertSettings(CacheSettings):
     )
     output: Path = option("--output", "-o", help="Pseudo-annotation file to write.", default=...)
     min_score: float | None = option("--min-score", help="Drop boxes scoring below this.", min=0.0)
+    skip_invalid: bool | None = option(
+        "--skip-invalid",
+        help="Drop (and count) boxes with NaN or non-positive size instead of refusing the file.",
+    )
 
 
 class MergeSettings(Settings):

@@ -45,11 +45,39 @@ def image_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """A (3, H, W) uint8 RGB tensor with EXIF orientation applied."""
-    from PIL import Image, ImageOps  # PIL is imported on first use
+#: Images whose header claims more pixels than this are refused before decoding (PIL's own
+#: decompression-bomb limit; a 50 000 x 50 000 header would need 7.5 GB).
+MAX_IMAGE_PIXELS = 2 * 89_478_485
 
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        array = np.asarray(image)
+
+class UnreadableImage(DatasetError, OSError):
+    """An image file that cannot be decoded (also an ``OSError``: loaders skip and count it)."""
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """A (3, H, W) uint8 RGB tensor with EXIF orientation applied; grayscale, CMYK, palette
+    and 16-bit files are converted. Empty, truncated or oversized files raise
+    :class:`UnreadableImage` naming the file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError  # PIL on first use
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UnreadableImage(
+                    f"{path}: the header claims {width} x {height} px; refusing to decode it"
+                )
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit: keep the top 8 bits
+                array = np.asarray(image, dtype=np.uint32) >> 8
+                image = Image.fromarray(array.clip(0, 255).astype(np.uint8))
+            array = np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as err:  # PIL checks the header before we can
+        raise UnreadableImage(f"{path}: {err}; refusing to decode it") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        if isinstance(err, UnreadableImage):
+            raise
+        if isinstance(err, FileNotFoundError):
+            raise UnreadableImage(f"{path}: no such image file") from None
+        raise UnreadableImage(f"{path}: cannot decode the image ({err})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1)

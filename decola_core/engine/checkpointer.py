@@ -50,12 +50,35 @@ class Checkpointer:
         periodic = sorted(self.output_dir.glob("model_[0-9]*.pth"))
         return periodic[-1] if periodic else None
 
+    def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that reads completely, with its state. A damaged newest file
+        (a kill or a full disk while it was written) is skipped, saying so, for the one
+        before it; temporary files of interrupted writes are removed."""
+        for stale in self.output_dir.glob(".model_*.pth.*.tmp"):
+            log.warning("removing %s, left by an interrupted checkpoint write", stale)
+            stale.unlink(missing_ok=True)
+        newest = self.latest()
+        candidates = sorted(self.output_dir.glob("model_[0-9]*.pth"), reverse=True)
+        if newest is not None and newest in candidates:
+            candidates.remove(newest)
+        candidates = [newest, *candidates] if newest is not None else candidates
+        for number, path in enumerate(candidates):
+            try:
+                state = self.load(path)
+            except DecolaError as err:
+                log.warning("%s; trying the checkpoint before it", err)
+                continue
+            if number:
+                log.warning("resuming from %s, the newest complete checkpoint", path)
+            return path, state
+        return None
+
     @staticmethod
     def load(path: Path) -> dict[str, Any]:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - torch raises many types for damaged files
             raise DecolaError(
-                f"{path}: cannot read the checkpoint ({err}); delete it to resume "
-                "from the previous one"
+                f"{path}: cannot read the checkpoint ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'damaged'})"
             ) from None

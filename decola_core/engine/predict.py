@@ -134,8 +134,9 @@ def run_predict(
     for path, stem in zip(job.images, _output_stems(job.images), strict=True):
         try:
             image = read_image(path)
-        except OSError as err:
-            raise DecolaError(f"{path}: cannot read the image ({err})") from None
+        except OSError as err:  # UnreadableImage names the file and the reason
+            message = str(err) if isinstance(err, DecolaError) else f"{path}: {err}"
+            raise DecolaError(message) from None
         detections = filter_detections(
             predictor([image], prompts)[0], job.threshold, job.max_detections, wanted
         )

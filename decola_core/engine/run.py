@@ -10,7 +10,6 @@ from pathlib import Path
 from decola_core.config.schema import DatasetDeclaration, Recipe
 from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
-from decola_core.engine.checkpointer import Checkpointer
 from decola_core.engine.distributed import barrier, init_distributed
 from decola_core.engine.trainer import Trainer
 from decola_core.errors import ConfigError
@@ -159,10 +158,8 @@ def _wandb(recipe: Recipe, job: TrainJob, trainer: Trainer, output_dir: Path):
     import wandb  # slow to import; only when W&B is on
 
     cfg = recipe.logging.wandb
-    latest = trainer.checkpointer.latest() if job.resume else None
-    run_id = None
-    if latest is not None:
-        run_id = Checkpointer.load(latest).get("wandb_id")
+    found = trainer.checkpointer.load_latest() if job.resume else None
+    run_id = found[1].get("wandb_id") if found is not None else None
     run = wandb.init(
         project=cfg.project or "decola",
         group=cfg.group or None,

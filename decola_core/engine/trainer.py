@@ -138,9 +138,9 @@ class Trainer:
 
     def resume_or_initialise(self) -> None:
         """Resume from the newest checkpoint in the output dir, or load the initial weights."""
-        latest = self.checkpointer.latest() if self.options.resume else None
-        if latest is not None:
-            state = Checkpointer.load(latest)
+        found = self.checkpointer.load_latest() if self.options.resume else None
+        if found is not None:
+            latest, state = found
             self._check_same_recipe(state.get("recipe", {}), latest)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

@@ -5,6 +5,7 @@ outputs written atomically."""
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from decola_core.pseudo.annotations import PseudoFile
 from decola_core.pseudo.columns import BoxColumns
 from decola_core.utils.memory import gc_paused
 
+log = logging.getLogger(__name__)
 GROUP_CHUNK = 1 << 22  # pairwise IoUs computed at once in nms_keep (about 32 MiB)
 
 
@@ -28,6 +30,7 @@ def convert(
     output: str | Path,
     *,
     min_score: float = PseudoChainJob.min_score,
+    skip_invalid: bool = PseudoChainJob.skip_invalid,
     cache_dir: str | Path | None = None,
 ) -> int:
     """Predictions (a results JSON, a shard or a folder of shards) + the image info of the
@@ -36,7 +39,7 @@ def convert(
     With ``cache_dir`` the image info is parsed once and read from a columnar cache by the
     conversions of the other sizes.
     """
-    preds = Predictions.load(predictions)
+    preds = _valid_boxes(Predictions.load(predictions), predictions, skip_invalid)
     info = PseudoFile.load(image_info, cache_dir=cache_dir, what="image-info file")
     preds.check_against(info.image_ids, info.category_ids, str(image_info))
     if min_score > 0:
@@ -55,6 +58,25 @@ def convert(
         meta["min_size"] = size
     info.with_boxes(boxes, meta).write(output, protect=(Path(predictions), Path(image_info)))
     return len(boxes)
+
+
+def _valid_boxes(preds: Predictions, source, skip_invalid: bool) -> Predictions:
+    """Boxes with finite coordinates and score and a positive width and height; the others
+    refused (naming the first) or, with ``skip_invalid``, dropped and counted."""
+    bbox = preds.bbox
+    ok = np.isfinite(bbox).all(axis=1) & np.isfinite(preds.score)
+    ok &= (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
+    bad = np.nonzero(~ok)[0]
+    if bad.size == 0:
+        return preds
+    first = int(bad[0])
+    if not skip_invalid:
+        raise DecolaError(
+            f"{source}: {bad.size:,} boxes with NaN or non-positive size (the first is record "
+            f"{first}, bbox {bbox[first].tolist()}); --skip-invalid drops them"
+        )
+    log.warning("%s: dropped %s boxes with NaN or non-positive size", source, f"{bad.size:,}")
+    return preds.select(np.nonzero(ok)[0])
 
 
 @gc_paused()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,15 +20,20 @@ def atomic_open(
 ) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
 
-    If the block raises, the temporary file is removed and ``path`` is left untouched.
-    ``protect`` lists input files that must never be overwritten.
+    If the block raises, the temporary file is removed and ``path`` is left untouched. A
+    folder that cannot be created or written, or a full disk, is a one-line
+    :class:`DecolaError` naming ``path``. ``protect`` lists input files that must never be
+    overwritten.
     """
     path = Path(path)
     for guarded in protect:
         if path.resolve() == Path(guarded).resolve():
             raise DecolaError(f"refusing to overwrite the input file {path}; choose another output")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise DecolaError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -35,9 +41,13 @@ def atomic_open(
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise DecolaError(
+                f"cannot write {path}: {err.strerror}; nothing was changed there"
+            ) from None
         raise
 
 
