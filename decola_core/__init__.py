@@ -4,13 +4,6 @@ The core library. It is importable without the command-line layer and
 imports heavy dependencies (torch, timm, open_clip) only inside the modules that need them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("decola")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
-
 __all__ = ["Detector", "__version__"]
 
 
@@ -19,4 +12,11 @@ def __getattr__(name: str):
         from decola_core.api import Detector
 
         return Detector
+    if name == "__version__":  # importlib.metadata costs start-up time: asked for rarely
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("decola")
+        except PackageNotFoundError:  # a source tree that was never installed
+            return "0.0.0+unknown"
     raise AttributeError(f"module 'decola_core' has no attribute {name!r}")

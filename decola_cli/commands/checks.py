@@ -5,9 +5,16 @@ from __future__ import annotations
 import json
 import sys
 
-from decola_cli.command import settings_command
+from decola_cli.command import option, settings_command
 from decola_cli.console import out
-from decola_cli.settings import ChecksSettings
+from decola_cli.settings import (
+    DecolaSettings,
+)
+
+
+class ChecksSettings(DecolaSettings):
+    as_json: bool = option("--json", help="Print the report as JSON.", default=False)
+
 
 EPILOG = """[bold]Examples[/]
 

@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
-from decola_cli.command import settings_command
+from decola_cli.command import option, settings_command
 from decola_cli.console import err, out
-from decola_cli.settings import ConfigImportSettings, ConfigListSettings, ConfigShowSettings
+from decola_cli.settings import (
+    RecipeSettings,
+    Settings,
+)
+
+
+class ConfigListSettings(Settings):
+    filter_text: str | None = option("--filter", "-f", help="Only names containing this text.")
+
+
+class ConfigShowSettings(RecipeSettings):
+    name: str | None = option(
+        help="Recipe name or YAML path (or use --config / the shorthands).", argument=True
+    )
+    output: Path | None = option("--output", "-o", help="Write the YAML here instead of printing.")
+
+
+class ConfigImportSettings(Settings):
+    original: Path = option(
+        help="An original DECOLA/detectron2 YAML (its _BASE_ files beside it).",
+        argument=True,
+        default=...,
+    )
+    output: Path | None = option(
+        "--output", "-o", help="Write the recipe here instead of printing."
+    )
+    strict: bool = option(
+        "--strict", help="Fail (exit 2) when the file has unknown keys.", default=False
+    )
+    verbose: bool = option(
+        "--verbose", "-v", help="Also list the keys that were ignored.", default=False
+    )
+
 
 app = typer.Typer(
     help="List, show and import recipes (training/evaluation configurations).",

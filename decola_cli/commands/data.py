@@ -2,16 +2,62 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from decola_cli.command import settings_command
+from decola_cli.command import option, settings_command
 from decola_cli.console import err
 from decola_cli.settings import (
-    DataCheckSettings,
-    EmbedSettings,
-    PrepareImagenetSettings,
-    PrepareLvisBaseSettings,
+    OfflineSettings,
+    Settings,
 )
+
+
+class PrepareLvisBaseSettings(Settings):
+    source: Path = option(help="LVIS train annotations (read only).", argument=True, default=...)
+    output: Path | None = option(
+        "--output", "-o", help="File to write (default: <source>_norare.json beside the source)."
+    )
+
+
+class PrepareImagenetSettings(Settings):
+    images: Path = option("--images", help="Folder of <wnid>/<file> images.", default=...)
+    categories: Path = option(
+        "--categories", help="LVIS file whose categories (synsets) to use.", default=...
+    )
+    output: Path = option("--output", "-o", help="Image-info JSON to write.", default=...)
+    synset_map: Path | None = option(
+        "--synset-map",
+        help="wnid -> WordNet synset, one 'wnid synset' per line (default: nltk).",
+    )
+    workers: int = option("--workers", help="Threads reading image sizes.", min=1, default=8)
+
+
+class DataCheckSettings(Settings):
+    annotations: Path = option(help="LVIS/COCO-format annotation file.", argument=True, default=...)
+    images: Path = option(
+        "--images", help="Image root the file names are relative to.", default=...
+    )
+    workers: int | None = option("--workers", help="Threads (default: cores).", min=1)
+
+
+class EmbedSettings(OfflineSettings):
+    output: Path = option("--output", "-o", help=".npy file to write.", default=...)
+    clip_weights: str = option(
+        "--clip-weights", help="Local CLIP weights (.pt/.safetensors) or a zoo name.", default=...
+    )
+    names: Path | None = option("--names", help="Text file, one class name per line.")
+    annotations: Path | None = option(
+        "--annotations", help="LVIS/COCO file or category list (names by id)."
+    )
+    template: str = option("--template", help="Prompt; {} is the class name.", default="a {}")
+    model: str = option("--model", help="open_clip model name.", default="ViT-B-32-quickgelu")
+    object_output: Path | None = option(
+        "--object-output", help='Also write the "a object" row (the template with "object").'
+    )
+    device: str = option("--device", help="cpu, cuda or cuda:N.", default="cpu")
+
 
 app = typer.Typer(
     help="Prepare data sets (LVIS-base, ImageNet-LVIS), check their images, embed class names.",

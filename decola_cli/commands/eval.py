@@ -2,10 +2,70 @@
 
 from __future__ import annotations
 
-from decola_cli.command import job_values, settings_command
+from pathlib import Path
+from typing import Literal
+
+from decola_cli.command import job_values, option, settings_command
 from decola_cli.console import err, out
-from decola_cli.settings import EvalSettings
+from decola_cli.settings import (
+    LaunchSettings,
+    RecipeSettings,
+    TrustSettings,
+)
 from decola_core.jobs import EvalJob, LaunchOptions
+
+
+class EvalSettings(RecipeSettings, TrustSettings, LaunchSettings):
+    """``decola eval``: score a predictions file, or run a model over a dataset and score it."""
+
+    predictions: Path | None = option(
+        "--predictions", help="Score this results file (JSON array, .jsonl or shard folder)."
+    )
+    annotations: Path | None = option("--annotations", help="LVIS/COCO-format ground truth.")
+    images: Path | None = option("--images", help="Image folder for --annotations (model mode).")
+    eval_dataset: str | None = option(
+        "--eval-dataset",
+        help="Catalog set to evaluate on, e.g. lvis_v1_val (default: the recipe's test set).",
+    )
+    weights: str | None = option(
+        "--weights", "-w", help="Checkpoint path or zoo name (model mode)."
+    )
+    conditioned: bool | None = option(
+        "--conditioned/--no-conditioned",
+        help="Prompt each image with its GT classes (c-mAP) (default: the recipe's).",
+    )
+    k: list[int] = option(
+        "--k",
+        help="c-mAP budgets: detections per image, e.g. --k 10 20 50 100 300.",
+        min=1,
+        default_factory=list,
+    )
+    max_dets: int | None = option(
+        "--max-dets", help="Detections per image (default: the recipe's).", min=1
+    )
+    per_class_cap: int | None = option(
+        "--per-class-cap", help="Detections per (image, class); -1 = none."
+    )
+    protocol: Literal["standard", "fixed", "coco"] | None = option(
+        "--protocol",
+        help="standard | fixed (top 10 000 per class, no per-image cap) | coco.",
+    )
+    backend: Literal["decola", "faster-coco-eval", "lvis-api"] | None = option(
+        "--backend", help="decola | faster-coco-eval | lvis-api (the slow reference)."
+    )
+    output_dir: Path | None = option(
+        "--output-dir",
+        help="Where predictions and metrics go (default: <recipe output>/eval_<dataset>).",
+    )
+    output: Path | None = option(
+        "--output", "-o", help="metrics.json path (scoring mode; default: beside the file)."
+    )
+    max_images: int | None = option("--max-images", help="Only the first N images.", min=1)
+    max_bad_images: int | None = option(
+        "--max-bad-images", help="Unreadable images to skip before failing.", min=0
+    )
+    wandb: bool | None = option("--wandb/--no-wandb", help="Log the metrics to W&B.")
+
 
 EPILOG = """[bold]Examples[/]
 

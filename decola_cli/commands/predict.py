@@ -2,10 +2,66 @@
 
 from __future__ import annotations
 
-from decola_cli.command import settings_command
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+
+from decola_cli.command import option, settings_command
 from decola_cli.console import err
-from decola_cli.settings import PredictSettings
+from decola_cli.settings import (
+    DecolaSettings,
+    RecipeSettings,
+    TrustSettings,
+)
 from decola_core.jobs import PredictJob
+
+
+class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
+    """``decola predict``: detect in image files and draw the results."""
+
+    inputs: list[Path] = option(
+        help="Image files or folders of images.", argument=True, default=...
+    )
+    weights: str = option("--weights", "-w", help="Model: path or zoo name.", default=...)
+    classes: list[str] | None = option(
+        "--classes",
+        help="Class names of the vocabulary, comma-separated or repeated (default: all).",
+    )
+    vocabulary: Literal["model", "lvis", "custom"] = option(
+        "--vocabulary",
+        help="model (or lvis): --classes come from the model's class-embedding file; custom: any "
+        "names, embedded with --clip-weights (cached).",
+        default="model",
+    )
+    clip_weights: str | None = option(
+        "--clip-weights", help="CLIP weights for --vocabulary custom (path or zoo name)."
+    )
+    clip_model: str | None = option(
+        "--clip-model", help="open_clip model (default: ViT-B-32-quickgelu)."
+    )
+    template: str = option("--template", help="Prompt for custom names.", default="a {}")
+    conditioned: bool | None = option(
+        "--conditioned/--general",
+        help="Prompt the model with --classes (phase-1 class mode) or detect all objects and keep "
+        "those classes (object mode) (default: conditioned when --classes is given).",
+    )
+    threshold: float | None = option("--threshold", help="Lowest score kept.", min=0.0, max=1.0)
+    max_dets: int | None = option("--max-dets", help="Most detections kept per image.", min=1)
+    output_dir: Path = option(
+        "--output-dir",
+        "-o",
+        help="Folder for <image>.json and <image>.png.",
+        default=Path("predictions"),
+    )
+    device: str = option("--device", help="cpu, cuda or cuda:N.", default="cpu")
+
+    @field_validator("classes", mode="after")
+    @classmethod
+    def _split(cls, value: list[str] | None) -> list[str] | None:
+        names = [n.strip() for item in value or [] for n in item.split(",") if n.strip()]
+        return names or None
+
 
 EPILOG = """[bold]Examples[/]
 

@@ -1,20 +1,63 @@
-"""``decola self-label``, ``convert``, ``merge`` and ``dedup``: the pseudo-labelling chain."""
+"""``decola convert``, ``merge`` and ``dedup``: the pseudo-label chain after ``self-label``."""
 
 from __future__ import annotations
 
-from decola_cli.command import job_values, settings_command
-from decola_cli.console import err, print_command
-from decola_cli.settings import ConvertSettings, DedupSettings, MergeSettings, SelfLabelSettings
-from decola_core.jobs import LaunchOptions, PseudoChainJob, SelfLabelJob
+from pathlib import Path
 
-SELF_LABEL_EPILOG = """[bold]Examples[/]
+from decola_cli.command import job_values, option, settings_command
+from decola_cli.console import err
+from decola_cli.settings import (
+    CacheSettings,
+    Settings,
+)
+from decola_core.jobs import PseudoChainJob
 
-  decola self-label --weights decola-phase1-lbase-r50 --label-dataset imagenet_lvis_v1 \\
-      --min-sizes 240 280 320 360 400 --output-dir output/pseudo --num-gpus 8 --postprocess
-  decola self-label --config toy/DECOLA_PHASE1_Toy --weights runs/toy/model_final.pth \\
-      --label-dataset toy_image_labels --min-sizes 96 128 --output-dir runs/toy_pseudo \\
-      --postprocess
-"""
+
+class ConvertSettings(CacheSettings):
+    """``decola convert``."""
+
+    predictions: Path = option(
+        "--predictions", help="Results JSON, a .jsonl shard or a shard folder.", default=...
+    )
+    image_info: Path = option(
+        "--image-info", help="Image-info JSON of the labelled set.", default=...
+    )
+    output: Path = option("--output", "-o", help="Pseudo-annotation file to write.", default=...)
+    min_score: float | None = option("--min-score", help="Drop boxes scoring below this.", min=0.0)
+    skip_invalid: bool | None = option(
+        "--skip-invalid",
+        help="Drop (and count) boxes with NaN or non-positive size instead of refusing the file.",
+    )
+
+
+class MergeSettings(Settings):
+    """``decola merge``."""
+
+    inputs: list[Path] = option(
+        help="Pseudo-annotation files (one per size).", argument=True, default=...
+    )
+    output: Path = option("--output", "-o", help="Merged file to write.", default=...)
+    allow_mismatch: bool | None = option(
+        "--allow-mismatch/--no-allow-mismatch",
+        help="Merge files with different images/categories.",
+    )
+
+
+class DedupSettings(Settings):
+    """``decola dedup``."""
+
+    input_path: Path = option(
+        help="Merged pseudo-annotation file (read only).", argument=True, default=...
+    )
+    output: Path = option("--output", "-o", help="New file to write.", default=...)
+    iou_threshold: float | None = option(
+        "--iou-threshold", help="NMS IoU threshold.", min=0.0, max=1.0
+    )
+    class_aware: bool | None = option(
+        "--class-aware/--class-agnostic", help="Suppress only within a class (default: yes)."
+    )
+
+
 CONVERT_EPILOG = """[bold]Examples[/]
 
   decola convert --predictions output/pseudo/minsize_240 \\
@@ -77,29 +120,3 @@ def print_dedup(report, output) -> None:
     table.add_row("[bold]total", f"[bold]{report.before:,}", f"[bold]{report.after:,}")
     err.print(table)
     err.print(f"wrote {output}")
-
-
-@settings_command(SelfLabelSettings, defaults=(SelfLabelJob, LaunchOptions))
-def self_label_command(settings: SelfLabelSettings) -> None:
-    """Box every image-level label with a phase-1 model, at several sizes, resumably."""
-    from decola_core.engine.launch import launch
-    from decola_core.pseudo.self_label import run_self_label
-
-    job = SelfLabelJob(
-        recipe=settings.load_recipe(),
-        image_root=settings.images,
-        **job_values(settings, SelfLabelJob),
-    )
-    processes = LaunchOptions(**job_values(settings, LaunchOptions))
-    result = launch(run_self_label, job, processes)
-    if result is None:
-        return
-    boxes = result.manifest["boxes"]
-    err.print("boxes per size: " + ", ".join(f"{s}: {n:,}" for s, n in boxes.items()))
-    if result.pseudo_labels is not None:
-        print_dedup(result.dedup, result.pseudo_labels)
-        err.print("train phase 2 on them with:")
-        print_command(
-            f"decola train --phase 2 --labels offline --pseudo-labels {result.pseudo_labels} "
-            f"--weights {settings.weights}"
-        )

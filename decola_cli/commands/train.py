@@ -4,10 +4,51 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from decola_cli.command import job_values, settings_command
+from decola_cli.command import job_values, option, settings_command
 from decola_cli.console import err, out
-from decola_cli.settings import TrainSettings
+from decola_cli.settings import (
+    MultiNodeSettings,
+    RecipeSettings,
+    TrustSettings,
+)
 from decola_core.jobs import EvalJob, LaunchOptions, TrainJob
+
+
+class TrainSettings(RecipeSettings, TrustSettings, MultiNodeSettings):
+    """``decola train``."""
+
+    weights: str | None = option(
+        "--weights", "-w", help="Initial weights (path or zoo name); phase 2: the phase-1 model."
+    )
+    pseudo_labels: str | None = option(
+        "--pseudo-labels",
+        help="Phase 2 offline: pseudo-annotation file (path) or catalog dataset name.",
+    )
+    output_dir: Path | None = option("--output-dir", help="Run folder (default: output/<recipe>).")
+    max_iter: int | None = option("--max-iter", help="Stop after this many iterations.", min=1)
+    checkpoint_period: int | None = option(
+        "--checkpoint-period", help="Iterations between checkpoints (default: the recipe's).", min=1
+    )
+    resume: bool | None = option(
+        "--resume/--no-resume", help="Continue from the newest checkpoint (default: yes)."
+    )
+    num_workers: int | None = option(
+        "--num-workers", help="Data-loader processes per GPU (default: the recipe's).", min=0
+    )
+    max_bad_images: int | None = option(
+        "--max-bad-images", help="Unreadable images to skip before failing.", min=0
+    )
+    seed: int | None = option("--seed", help="Base seed (default: the recipe's).")
+    wandb: bool | None = option(
+        "--wandb/--no-wandb", help="Log to Weights & Biases (default: the recipe's)."
+    )
+    eval_only: bool = option(
+        "--eval-only",
+        help="Evaluate --weights (default: the run's model_final.pth) on the recipe's test set "
+        "instead of training.",
+        default=False,
+    )
+
 
 EPILOG = """[bold]Examples[/]
 

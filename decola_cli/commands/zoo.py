@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
-from decola_cli.command import settings_command
+from decola_cli.command import option, settings_command
 from decola_cli.console import err, out
 from decola_cli.settings import (
-    ZooDownloadSettings,
-    ZooListSettings,
-    ZooNameSettings,
-    ZooSettings,
-    ZooVerifySettings,
+    OfflineSettings,
 )
+
+
+class ZooSettings(OfflineSettings):
+    """``decola zoo``: where artefacts go and whether the network may be used."""
+
+    directory: Path | None = option("--dir", help="Store folder (default: <cache dir>/zoo).")
+
+    def store(self) -> Path:
+        from decola_core.zoo.resolve import zoo_store
+
+        return self.directory.expanduser() if self.directory else zoo_store(self.cache_dir)
+
+
+class ZooListSettings(ZooSettings):
+    kind: str | None = option(
+        "--kind", help="checkpoint | backbone | pseudo-labels | metadata | clip"
+    )
+    markdown: bool = option(
+        "--markdown", help="Print a Markdown table (as in README).", default=False
+    )
+
+
+class ZooNameSettings(ZooSettings):
+    name: str = option(help="Artefact name.", argument=True, default=...)
+
+
+class ZooDownloadSettings(ZooSettings):
+    names: list[str] = option(help="Artefact names.", argument=True, default=...)
+    force: bool = option("--force", help="Download again even if cached.", default=False)
+
+
+class ZooVerifySettings(ZooSettings):
+    names: list[str] | None = option(
+        help="Artefact names (default: every cached one).", argument=True
+    )
+
 
 app = typer.Typer(
     help="Released checkpoints, backbones, pseudo-labels and metadata: list, download, verify.",

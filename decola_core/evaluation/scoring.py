@@ -8,12 +8,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from decola_core.config.schema import Recipe
 from decola_core.evaluation.lvis_eval import METRIC_KEYS, GroundTruth, evaluate, evaluate_coco
 from decola_core.evaluation.predictions import Predictions
 from decola_core.jobs import EvalJob
 from decola_core.utils.io import atomic_open, atomic_write_text
+
+if TYPE_CHECKING:  # annotations only: scoring a file needs no recipe
+    from decola_core.config.schema import Recipe
 
 log = logging.getLogger(__name__)
 
