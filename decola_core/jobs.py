@@ -136,7 +136,7 @@ class PseudoChainJob:
     min_sizes: list[int]
     image_info: Path
     min_score: float = 0.0
-    skip_invalid: bool = False  # drop (and count) boxes with NaN or non-positive size
+    skip_invalid: bool = False  # drop (and count) boxes with NaN or negative size
     iou_threshold: float = 0.9
     class_aware: bool = True
     cache_dir: Path | None = None

@@ -60,20 +60,21 @@ def test_json_of_the_wrong_shape_is_one_line(decola, chain_files: Path) -> None:
     assert "shape.json" in one_line_error(decola(*convert_args(chain_files, bad)))
 
 
-def test_boxes_of_no_size_are_refused_or_skipped_and_counted(decola, chain_files: Path) -> None:
+def test_boxes_of_negative_size_are_refused_or_skipped_and_counted(decola, chain_files) -> None:
     records = [
         {"image_id": 1, "category_id": 3, "bbox": [1, 2, 10, 10], "score": 0.9},
         {"image_id": 1, "category_id": 3, "bbox": [1, 2, -4, 10], "score": 0.8},
-        {"image_id": 2, "category_id": 3, "bbox": [5, 5, 10, 0], "score": 0.7},
+        {"image_id": 2, "category_id": 3, "bbox": [5, 5, 10, -1], "score": 0.7},
+        {"image_id": 2, "category_id": 3, "bbox": [5, 5, 0, 0], "score": 0.6},  # empty: kept
     ]
     source = chain_files / "preds.json"
     source.write_text(json.dumps(records))
     line = one_line_error(decola(*convert_args(chain_files, source)))
-    assert "2 boxes with NaN or non-positive size" in line and "--skip-invalid" in line
+    assert "2 boxes with NaN or negative size" in line and "--skip-invalid" in line
     assert not (chain_files / "out.json").exists()
     kept = decola(*convert_args(chain_files, source), "--skip-invalid")
     assert kept.returncode == 0, kept.stderr
-    assert "dropped 2 boxes" in kept.stderr and "wrote 1 boxes" in kept.stderr
+    assert "dropped 2 boxes" in kept.stderr and "wrote 2 boxes" in kept.stderr
 
 
 def test_unknown_image_or_category_ids_are_refused(decola, chain_files: Path) -> None:

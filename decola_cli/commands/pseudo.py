@@ -26,7 +26,7 @@ class ConvertSettings(CacheSettings):
     min_score: float | None = option("--min-score", help="Drop boxes scoring below this.", min=0.0)
     skip_invalid: bool | None = option(
         "--skip-invalid",
-        help="Drop (and count) boxes with NaN or non-positive size instead of refusing the file.",
+        help="Drop (and count) boxes with NaN or negative size instead of refusing the file.",
     )
 
 

@@ -107,7 +107,7 @@ class PseudoFile:
         if cache_dir is not None:
             try:
                 _write_sidecar(path, loaded, sidecar)
-            except OSError as err:  # the cache only saves time: go on without it
+            except (OSError, DecolaError) as err:  # the cache only saves time: go without it
                 log.warning("could not cache %s in %s (%s)", path, sidecar.parent, err)
         return loaded
 

@@ -61,21 +61,22 @@ def convert(
 
 
 def _valid_boxes(preds: Predictions, source, skip_invalid: bool) -> Predictions:
-    """Boxes with finite coordinates and score and a positive width and height; the others
-    refused (naming the first) or, with ``skip_invalid``, dropped and counted."""
+    """Boxes with finite coordinates and score and no negative width or height (empty boxes
+    stay: NMS never suppresses with them); the others refused (naming the first) or, with
+    ``skip_invalid``, dropped and counted."""
     bbox = preds.bbox
     ok = np.isfinite(bbox).all(axis=1) & np.isfinite(preds.score)
-    ok &= (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
+    ok &= (bbox[:, 2] >= 0) & (bbox[:, 3] >= 0)
     bad = np.nonzero(~ok)[0]
     if bad.size == 0:
         return preds
     first = int(bad[0])
     if not skip_invalid:
         raise DecolaError(
-            f"{source}: {bad.size:,} boxes with NaN or non-positive size (the first is record "
+            f"{source}: {bad.size:,} boxes with NaN or negative size (the first is record "
             f"{first}, bbox {bbox[first].tolist()}); --skip-invalid drops them"
         )
-    log.warning("%s: dropped %s boxes with NaN or non-positive size", source, f"{bad.size:,}")
+    log.warning("%s: dropped %s boxes with NaN or negative size", source, f"{bad.size:,}")
     return preds.select(np.nonzero(ok)[0])
 
 
