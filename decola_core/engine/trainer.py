@@ -76,7 +76,8 @@ class PreemptionSignals:
             flag = torch.tensor([1.0 if asked else 0.0], device=context.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             asked = bool(flag.item())
-            self.signal_name = self.signal_name or "a signal on another rank"
+            if asked and self.signal_name is None:
+                self.signal_name = "a signal on another rank"
         return asked
 
 
