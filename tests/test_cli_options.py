@@ -209,3 +209,25 @@ def test_a_malformed_environment_variable_is_one_clear_line(monkeypatch) -> None
     result = CliRunner().invoke(app, ["train"], env={"DECOLA_OVERRIDES": "not-a-list"})
     assert result.exit_code != 0
     assert "DECOLA_OVERRIDES" in str(result.exception)
+
+
+def test_the_readme_examples_use_existing_options() -> None:
+    """Every ``decola ...`` line of the README's shell examples names options its command has."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    top = typer.main.get_command(app)
+    unknown, checked = [], 0
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if not line.startswith("decola "):
+                continue
+            args, command = shlex.split(line)[1:], top
+            while hasattr(command, "commands") and args and args[0] in command.commands:
+                command = command.commands[args.pop(0)]
+            flags = {o for p in command.params for o in [*p.opts, *p.secondary_opts]}
+            flags |= {o for p in top.params for o in p.opts}
+            unknown += [f"{line[:60]}: {a}" for a in args if a.startswith("--") and a not in flags]
+            checked += 1
+    assert checked > 20 and unknown == []
