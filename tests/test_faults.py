@@ -212,9 +212,11 @@ def test_a_kill_during_a_checkpoint_write_resumes_from_the_last_complete_one(tmp
     checkpointer = _checkpoints(tmp_path)
     partial = tmp_path / ".model_0000009.pth.k2j3.tmp"  # what a kill mid-write leaves
     partial.write_bytes(b"PK\x03\x04 half a checkpoint")
+    pointer = tmp_path / f".{POINTER}.x8q1.tmp"  # a kill while the pointer was written
+    pointer.write_text("model_0000009.pth")
     path, state = checkpointer.load_latest()
     assert path.name == "model_0000006.pth" and state["iteration"] == 6
-    assert not partial.exists()
+    assert not partial.exists() and not pointer.exists()
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog) -> None:

@@ -54,7 +54,11 @@ class Checkpointer:
         """The newest checkpoint that reads completely, with its state. A damaged newest file
         (a kill or a full disk while it was written) is skipped, saying so, for the one
         before it; temporary files of interrupted writes are removed."""
-        for stale in self.output_dir.glob(".model_*.pth.*.tmp"):
+        leftovers = [
+            *self.output_dir.glob(".model_*.pth.*.tmp"),
+            *self.output_dir.glob(f".{POINTER}.*.tmp"),
+        ]
+        for stale in leftovers:
             log.warning("removing %s, left by an interrupted checkpoint write", stale)
             stale.unlink(missing_ok=True)
         newest = self.latest()
