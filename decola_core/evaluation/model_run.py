@@ -8,7 +8,7 @@ from pathlib import Path
 
 from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.lvis import LvisDataset
-from decola_core.engine.distributed import barrier, init_distributed
+from decola_core.engine.distributed import DistContext, barrier, init_distributed
 from decola_core.errors import ConfigError
 from decola_core.evaluation.runner import combine_shards, predict_shard, shard_range
 from decola_core.evaluation.scoring import EvalReport, budgets, score_predictions
@@ -42,23 +42,31 @@ def run_model(job: EvalJob) -> EvalReport | None:
             f"{annotations} has {len(dataset.category_ids)} categories but the recipe's "
             f"classifier has {recipe.model.classifier.num_classes}"
         )
-    predictor = Predictor.from_recipe(
-        recipe,
-        job.weights,
-        data_root=job.data_root,
-        cache_dir=job.cache_dir,
-        offline=job.offline,
-        device=context.device,
-        trusted=job.trust_weights,
-    )
-    predictor.max_detections = max(budgets(job, recipe.test.detections_per_image))
     output_dir = job.output_dir or Path(recipe.resolved_output_dir()) / f"eval_{name}"
-    with log_file(output_dir, enabled=context.is_main):
-        return _predict_and_score(job, recipe, predictor, dataset, annotations, name, output_dir)
+    with log_file(output_dir, enabled=context.is_main):  # the weight report goes in it too
+        predictor = Predictor.from_recipe(
+            recipe,
+            job.weights,
+            data_root=job.data_root,
+            cache_dir=job.cache_dir,
+            offline=job.offline,
+            device=context.device,
+            trusted=job.trust_weights,
+        )
+        predictor.max_detections = max(budgets(job, recipe.test.detections_per_image))
+        return _predict_and_score(job, context, predictor, dataset, annotations, name, output_dir)
 
 
-def _predict_and_score(job, recipe, predictor, dataset, annotations, name, output_dir):
-    context = init_distributed()
+def _predict_and_score(
+    job: EvalJob,
+    context: DistContext,
+    predictor: Predictor,
+    dataset: LvisDataset,
+    annotations: Path,
+    name: str,
+    output_dir: Path,
+) -> EvalReport | None:
+    recipe = job.recipe
     oracle = job.conditioned if job.conditioned is not None else recipe.test.oracle
     # test.conditioned without the oracle: class mode prompted with every class (in chunks)
     every_class = not oracle and recipe.test.conditioned
