@@ -3,7 +3,7 @@
 from rich.console import Console
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages never wrap: paths stay whole
 
 
 def fail_line(prefix: str, message: str) -> None:
