@@ -23,10 +23,16 @@ from decola_core.errors import ConfigError
 
 ORIGINAL_BASE_KEY = "_BASE_"
 
-ARCHITECTURES = {"DECOLA_DeformableDETR": "decola", "DeformableDetr": "deformable_detr"}
+ARCHITECTURES = {
+    "DECOLA_DeformableDETR": "decola",
+    "DeformableDetr": "deformable_detr",
+    "CustomRCNN": "centernet2",
+}
 BACKBONES = {
     "build_timm_backbone": "timm_resnet",
     "build_swintransformer_backbone": "swin",
+    "build_p67_timm_fpn_backbone": "timm_resnet",  # CenterNet2: + FPN with P6/P7 from P5
+    "build_swintransformer_fpn_backbone": "swin",
     "build_resnet_backbone": "d2_resnet",
 }
 AUGMENTATIONS = {
@@ -77,6 +83,55 @@ SETTLED_KEYS = {
     "DATALOADER.DATASET_INPUT_SIZE": "EfficientDet resize-crop; not supported yet",
     "DATALOADER.DATASET_INPUT_SCALE": "EfficientDet resize-crop; not supported yet",
     "TEST.EVAL_PERIOD": "no evaluation during training: run decola eval or train --eval-only",
+}
+
+#: CenterNet2 options decola implements for one value only (the released models' value).
+C2_FIXED_VALUES = {
+    "MODEL.PROPOSAL_GENERATOR.NAME": "CenterNet",
+    "MODEL.ROI_HEADS.NAME": "DeticCascadeROIHeads",
+    "MODEL.ROI_HEADS.IOU_THRESHOLDS": [0.6],
+    "MODEL.ROI_HEADS.IOU_LABELS": [0, 1],
+    "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT": True,
+    "MODEL.CENTERNET.ONLY_PROPOSAL": True,
+    "MODEL.CENTERNET.WITH_AGN_HM": True,
+    "MODEL.CENTERNET.NORM": "GN",
+    "MODEL.CENTERNET.NUM_SHARE_CONVS": 0,
+    "MODEL.CENTERNET.LOC_LOSS_TYPE": "giou",
+    "MODEL.CENTERNET.NOT_NORM_REG": True,
+    "MODEL.CENTERNET.MORE_POS": False,
+    "MODEL.CENTERNET.CENTER_NMS": False,
+    "MODEL.CENTERNET.NOT_NMS": False,
+    "MODEL.CENTERNET.AS_PROPOSAL": False,
+    "MODEL.CENTERNET.USE_DEFORMABLE": False,
+    "MODEL.CENTERNET.NO_REDUCE": False,
+    "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead",
+    "MODEL.ROI_BOX_HEAD.NUM_CONV": 0,
+    "MODEL.ROI_BOX_HEAD.NORM": "",
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlignV2",
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": True,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "smooth_l1",
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": 0.0,
+    "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE": True,
+    "MODEL.ROI_BOX_HEAD.USE_ZEROSHOT_CLS": True,
+    "MODEL.ROI_BOX_HEAD.NORM_WEIGHT": True,
+    "MODEL.ROI_BOX_HEAD.USE_BIAS": 0.0,
+    "MODEL.ROI_BOX_HEAD.ADD_IMAGE_BOX": False,
+    "MODEL.ROI_BOX_HEAD.IGNORE_ZERO_CATS": False,
+    "MODEL.ROI_BOX_HEAD.SOFTMAX_WEAK_LOSS": False,
+    "MODEL.ROI_BOX_HEAD.USE_EQL_LOSS": False,
+    "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES": False,
+    "MODEL.ROI_BOX_HEAD.ADD_FEATURE_TO_PROP": False,
+    "MODEL.ROI_BOX_HEAD.WITH_SOFTMAX_PROP": False,
+    "MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsampleHead",
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK": True,
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlignV2",
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": 0,
+    "MODEL.ROI_MASK_HEAD.NORM": "",
+    "MODEL.FPN.NORM": "",
+    "MODEL.FPN.FUSE_TYPE": "sum",
+    "MODEL.DYNAMIC_CLASSIFIER": False,
+    "MODEL.WITH_CAPTION": False,
 }
 
 #: Subtrees and keys that no DETR-family model reads.
@@ -360,6 +415,67 @@ RULES: list[Rule] = [
         },
     ),
     *_table(
+        "centernet2",
+        {
+            "MODEL.MASK_ON": "model.roi_heads.mask_on",
+            "MODEL.FPN.OUT_CHANNELS": "model.fpn.out_channels",
+            "MODEL.FPN.IN_FEATURES": "model.fpn.in_features",
+            "MODEL.ROI_HEADS.IN_FEATURES": "model.roi_heads.in_features",
+            "MODEL.ROI_HEADS.NUM_CLASSES": "model.classifier.num_classes",
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": "model.roi_heads.batch_size_per_image",
+            "MODEL.ROI_HEADS.POSITIVE_FRACTION": "model.roi_heads.positive_fraction",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST": "model.roi_heads.score_threshold",
+            "MODEL.ROI_HEADS.NMS_THRESH_TEST": "model.roi_heads.nms_threshold",
+            "MODEL.ROI_HEADS.MASK_WEIGHT": "model.roi_heads.mask_weight",
+            "MODEL.ROI_BOX_CASCADE_HEAD.IOUS": "model.roi_heads.ious",
+            "MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS": "model.roi_heads.box_reg_weights",
+            "MODEL.ROI_BOX_HEAD.FC_DIM": "model.roi_heads.fc_dim",
+            "MODEL.ROI_BOX_HEAD.NUM_FC": "model.roi_heads.num_fc",
+            "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": "model.roi_heads.pooler_resolution",
+            "MODEL.ROI_BOX_HEAD.MULT_PROPOSAL_SCORE": "model.roi_heads.mult_proposal_score",
+            "MODEL.ROI_BOX_HEAD.IMAGE_LABEL_LOSS": "model.roi_heads.image_label_loss",
+            "MODEL.ROI_BOX_HEAD.WS_NUM_PROPS": "model.roi_heads.image_label_proposals",
+            "MODEL.ROI_BOX_HEAD.IMAGE_LOSS_WEIGHT": "model.roi_heads.image_loss_weight",
+            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_PATH": ("model.classifier.embeddings", _data_path),
+            "MODEL.ROI_BOX_HEAD.ZEROSHOT_WEIGHT_DIM": "model.classifier.embed_dim",
+            "MODEL.ROI_BOX_HEAD.NORM_TEMP": "model.classifier.norm_temperature",
+            "MODEL.ROI_BOX_HEAD.CAT_FREQ_PATH": ("model.classifier.category_info", _data_path),
+            "MODEL.ROI_BOX_HEAD.USE_FED_LOSS": "model.loss.use_fed_loss",
+            "MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CAT": "model.loss.fed_loss_num_classes",
+            "MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT": "model.loss.fed_loss_freq_weight",
+            "MODEL.ROI_MASK_HEAD.CONV_DIM": "model.roi_heads.mask_conv_dim",
+            "MODEL.ROI_MASK_HEAD.NUM_CONV": "model.roi_heads.mask_num_conv",
+            "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": "model.roi_heads.mask_pooler_resolution",
+        },
+    ),
+    *_table(
+        "centernet2",
+        prefix="MODEL.CENTERNET.",
+        entries={
+            "FPN_STRIDES": "model.centernet.strides",
+            "SOI": "model.centernet.sizes_of_interest",
+            "NUM_BOX_CONVS": "model.centernet.num_box_convs",
+            "PRIOR_PROB": "model.centernet.prior_prob",
+            "MIN_RADIUS": "model.centernet.min_radius",
+            "HM_MIN_OVERLAP": "model.centernet.hm_min_overlap",
+            "HM_FOCAL_ALPHA": "model.centernet.hm_focal_alpha",
+            "HM_FOCAL_BETA": "model.centernet.hm_focal_beta",
+            "LOSS_GAMMA": "model.centernet.loss_gamma",
+            "SIGMOID_CLAMP": "model.centernet.sigmoid_clamp",
+            "IGNORE_HIGH_FP": "model.centernet.ignore_high_fp",
+            "POS_WEIGHT": "model.centernet.pos_weight",
+            "NEG_WEIGHT": "model.centernet.neg_weight",
+            "REG_WEIGHT": "model.centernet.reg_weight",
+            "INFERENCE_TH": "model.centernet.inference_threshold",
+            "NMS_TH_TRAIN": "model.centernet.nms_threshold_train",
+            "NMS_TH_TEST": "model.centernet.nms_threshold_test",
+            "PRE_NMS_TOPK_TRAIN": "model.centernet.pre_nms_topk_train",
+            "POST_NMS_TOPK_TRAIN": "model.centernet.post_nms_topk_train",
+            "PRE_NMS_TOPK_TEST": "model.centernet.pre_nms_topk_test",
+            "POST_NMS_TOPK_TEST": "model.centernet.post_nms_topk_test",
+        },
+    ),
+    *_table(
         "decola",
         prefix="MODEL.DECOLA.",
         entries={
@@ -473,12 +589,19 @@ def import_original(path: str | Path) -> ImportResult:
                 _set(recipe, target, _apply(convert, value, key))
             else:
                 ignored.append((key, f"read only by {reader}, not used by this recipe"))
+        elif architecture == "centernet2" and key in C2_FIXED_VALUES:
+            if _listed(value) != C2_FIXED_VALUES[key]:
+                raise ConfigError(
+                    f"{path}: {key} is {value!r}; decola's CenterNet2 implements only "
+                    f"{C2_FIXED_VALUES[key]!r} (the released models' value)"
+                )
+            ignored.append((key, "the only value decola's CenterNet2 implements"))
         elif key in SETTLED_KEYS:
             ignored.append((key, SETTLED_KEYS[key]))
         elif key in SPECIAL_KEYS:
             continue
         elif key.startswith(IGNORED_PREFIXES):
-            ignored.append((key, "no effect on DETR-family models"))
+            ignored.append((key, f"not read by the {architecture} family"))
         else:
             unknown.append(key)
 
@@ -489,7 +612,7 @@ def import_original(path: str | Path) -> ImportResult:
         _set(recipe, "self_label.enabled", True)
     if flat.get("SEED") == -1:  # the original's "random seed" default; ours is fixed
         recipe.pop("seed", None)
-    if flat.get("MODEL.MASK_ON"):
+    if flat.get("MODEL.MASK_ON") and architecture != "centernet2":
         raise ConfigError(f"{path}: MODEL.MASK_ON is set; mask heads are not supported")
     return ImportResult(validate_recipe(recipe, str(path)), unknown, ignored)
 

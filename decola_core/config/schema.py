@@ -161,13 +161,92 @@ class LossConfig(Section):
     weak_weight: float = Field(0.1, ge=0, description="Baseline max-size image-label loss.")
 
 
+class FPNConfig(Section):
+    """CenterNet2: the feature pyramid on three backbone outputs (P6/P7 from P5)."""
+
+    out_channels: int = Field(256, gt=0)
+    in_features: list[str] = Field(
+        default_factory=lambda: ["layer3", "layer4", "layer5"],
+        description="Backbone outputs at strides 8/16/32 (layer3..5 or swin1..3).",
+    )
+
+
+class CenterNetConfig(Section):
+    """CenterNet2's class-agnostic CenterNet proposal generator (MODEL.CENTERNET.*)."""
+
+    strides: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128])
+    sizes_of_interest: list[list[float]] = Field(
+        default_factory=lambda: [[0, 80], [64, 160], [128, 320], [256, 640], [512, 10000000]],
+        description="Half-diagonal range of the boxes each level learns (inclusive).",
+    )
+    num_box_convs: int = Field(4, ge=0)
+    prior_prob: float = Field(0.01, gt=0, lt=1)
+    min_radius: float = Field(4.0, ge=0)
+    hm_min_overlap: float = Field(0.8, gt=0, lt=1)
+    hm_focal_alpha: float = 0.25
+    hm_focal_beta: float = 4.0
+    loss_gamma: float = 2.0
+    sigmoid_clamp: float = Field(1e-4, ge=0)
+    ignore_high_fp: float = Field(0.85, description="Negatives scoring above are ignored.")
+    pos_weight: float = Field(0.5, ge=0)
+    neg_weight: float = Field(0.5, ge=0)
+    reg_weight: float = Field(1.0, ge=0)
+    inference_threshold: float = Field(1e-4, ge=0)
+    nms_threshold_train: float = Field(0.9, gt=0, le=1)
+    nms_threshold_test: float = Field(0.9, gt=0, le=1)
+    pre_nms_topk_train: int = Field(4000, gt=0, description="Per level and image.")
+    post_nms_topk_train: int = Field(2000, gt=0)
+    pre_nms_topk_test: int = Field(1000, gt=0, description="Per level and image.")
+    post_nms_topk_test: int = Field(256, gt=0)
+
+
+class RoIHeadsConfig(Section):
+    """CenterNet2's cascade ROI heads with Detic's classifier and the mask head."""
+
+    in_features: list[str] = Field(default_factory=lambda: ["p3", "p4", "p5"])
+    ious: list[float] = Field(
+        default_factory=lambda: [0.6, 0.7, 0.8], description="Foreground IoU of each stage."
+    )
+    box_reg_weights: list[list[float]] = Field(
+        default_factory=lambda: [[10, 10, 5, 5], [20, 20, 10, 10], [30, 30, 15, 15]]
+    )
+    batch_size_per_image: int = Field(512, gt=0)
+    positive_fraction: float = Field(0.25, gt=0, le=1)
+    fc_dim: int = Field(1024, gt=0)
+    num_fc: int = Field(2, gt=0)
+    pooler_resolution: int = Field(7, gt=0)
+    score_threshold: float = Field(0.02, ge=0, le=1)
+    nms_threshold: float = Field(0.5, gt=0, le=1)
+    mult_proposal_score: bool = Field(True, description="Test score x proposal score, sqrt.")
+    image_label_loss: Literal["max_size", ""] = Field(
+        "max_size", description="Loss of image-labelled batches ('' = none)."
+    )
+    image_label_proposals: int = Field(
+        128, gt=0, description="Top proposals an image-labelled batch uses (WS_NUM_PROPS)."
+    )
+    image_loss_weight: float = Field(0.1, ge=0)
+    mask_on: bool = True
+    mask_conv_dim: int = Field(256, gt=0)
+    mask_num_conv: int = Field(4, ge=0)
+    mask_pooler_resolution: int = Field(14, gt=0)
+    mask_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> RoIHeadsConfig:
+        if len(self.box_reg_weights) != len(self.ious) or any(
+            len(w) != 4 for w in self.box_reg_weights
+        ):
+            raise ValueError("box_reg_weights needs 4 values for each stage of ious")
+        return self
+
+
 class ModelConfig(Section):
     """The network: architecture, backbone, transformer, classifiers and losses."""
 
-    architecture: Literal["decola", "deformable_detr"] = Field(
+    architecture: Literal["decola", "deformable_detr", "centernet2"] = Field(
         "deformable_detr",
         description="decola = language-conditioned DECOLA; deformable_detr = the BoxSup / "
-        "Detic two-stage Deformable DETR baseline.",
+        "Detic two-stage Deformable DETR baseline; centernet2 = Detic's CenterNet2 (C2).",
     )
     weights: str = Field(
         "",
@@ -186,6 +265,9 @@ class ModelConfig(Section):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     decola: DecolaConfig = Field(default_factory=DecolaConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    fpn: FPNConfig = Field(default_factory=FPNConfig)
+    centernet: CenterNetConfig = Field(default_factory=CenterNetConfig)
+    roi_heads: RoIHeadsConfig = Field(default_factory=RoIHeadsConfig)
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:

@@ -44,3 +44,12 @@ def init_distributed(use_cuda: bool | None = None) -> DistContext:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def mean_over_ranks(value: float, device: torch.device | None = None) -> float:
+    """``value`` averaged over the processes of the job (itself in a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return float(value)
+    total = torch.tensor([float(value)], device=device)
+    dist.all_reduce(total)
+    return total.item() / dist.get_world_size()

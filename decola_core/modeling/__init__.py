@@ -6,7 +6,7 @@ Public API: :func:`build_model` (recipe -> network of the family registered for
 """
 
 # Importing the family packages registers them (register_family) for build_model.
-from decola_core.modeling import boxsup, decola  # noqa: F401
+from decola_core.modeling import boxsup, centernet2, decola  # noqa: F401
 from decola_core.modeling.build import build_model
 from decola_core.modeling.checkpoint import LoadReport, load_weights
 from decola_core.modeling.interface import DetectionModel, TrainStep

@@ -46,7 +46,7 @@ class PromptClassifier(nn.Module):
 
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
         """Replace the class rows (a new vocabulary); the "a object" row stays."""
-        _check_dim(embeddings, self.zs_weight.shape[1])
+        check_embedding_dim(embeddings, self.zs_weight.shape[1])
         weight = embeddings.float().to(self.zs_weight.device)
         if self.norm_weight:
             weight = F.normalize(weight, p=2, dim=1)
@@ -108,7 +108,7 @@ class DeticZeroShotClassifier(nn.Module):
 
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
         """Replace the class columns (a new vocabulary)."""
-        _check_dim(embeddings, self.zs_weight.shape[0])
+        check_embedding_dim(embeddings, self.zs_weight.shape[0])
         weight = embeddings.float().t().contiguous().to(self.zs_weight.device)
         self.zs_weight = F.normalize(weight, p=2, dim=0) if self.norm_weight else weight
 
@@ -125,7 +125,7 @@ def set_vocabulary(model: nn.Module, embeddings: torch.Tensor) -> None:
     for detecting classes the model was not built with (inference only)."""
     found = False
     for module in model.modules():
-        if isinstance(module, (PromptClassifier, DeticZeroShotClassifier)):
+        if module is not model and hasattr(module, "set_class_embeddings"):
             module.set_class_embeddings(embeddings)
             found = True
     if not found:
@@ -134,7 +134,7 @@ def set_vocabulary(model: nn.Module, embeddings: torch.Tensor) -> None:
         model.num_classes = embeddings.shape[0]
 
 
-def _check_dim(embeddings: torch.Tensor, dim: int) -> None:
+def check_embedding_dim(embeddings: torch.Tensor, dim: int) -> None:
     if embeddings.dim() != 2 or embeddings.shape[1] != dim:
         raise InputError(
             f"class embeddings of shape {tuple(embeddings.shape)}; the model expects (N, {dim})"

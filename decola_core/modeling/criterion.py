@@ -6,10 +6,10 @@ criterion (``decola/criterion.py``, ``boxsup/criterion.py``) builds on :class:`S
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch.nn import functional as F
 
 from decola_core.config.schema import LossConfig
+from decola_core.engine.distributed import mean_over_ranks
 from decola_core.modeling.matcher import ALPHA, GAMMA, HungarianMatcher, Match
 from decola_core.structures.boxes import box_cxcywh_to_xyxy, generalized_box_iou
 
@@ -39,11 +39,7 @@ def sigmoid_focal_loss(
 
 def count_boxes(targets: Targets, device: torch.device) -> float:
     """Boxes in the batch, averaged over ranks, at least 1 (the loss normaliser)."""
-    total = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(total)
-        total = total / dist.get_world_size()
-    return max(total.item(), 1.0)
+    return max(mean_over_ranks(sum(len(t["labels"]) for t in targets), device), 1.0)
 
 
 def sample_federated_classes(

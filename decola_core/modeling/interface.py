@@ -47,13 +47,16 @@ class KeyMap:
     """
 
     prefix: str = ""
+    #: A key prefix that identifies the layout when ``prefix`` is empty (names kept as is).
+    marker: str = ""
     renames: Mapping[str, str] = field(default_factory=dict)
     dropped: Mapping[str, str] = field(default_factory=dict)  # key prefix -> what it is
     dropped_suffixes: Mapping[str, str] = field(default_factory=dict)  # key suffix -> what
 
     def matches(self, keys) -> bool:
         """Whether a state dict with these keys is in this original layout."""
-        return bool(self.prefix) and any(k.startswith(self.prefix) for k in keys)
+        start = self.prefix or self.marker
+        return bool(start) and any(k.startswith(start) for k in keys)
 
     def to_native(
         self, state: Mapping[str, torch.Tensor]

@@ -21,6 +21,7 @@ class Detections:
     scores: torch.Tensor  # (n,)
     labels: torch.Tensor  # (n,) int64
     image_size: tuple[int, int]  # (height, width) of the original image
+    masks: torch.Tensor | None = None  # (n, height, width) bool, for detectors with masks
 
     def __len__(self) -> int:
         return int(self.scores.numel())

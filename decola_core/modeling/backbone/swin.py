@@ -242,6 +242,7 @@ class SwinTransformer(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
         self.out_channels = {f"swin{i}": self.num_features[i] for i in self.out_indices}
+        self.strides = {f"swin{i}": 2 ** (i + 2) for i in self.out_indices}
         self.apply(_init_weights)
 
     @classmethod
