@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
+from decola_core.data.transforms import shortest_edge_size
 from decola_core.errors import InputError
 from decola_core.modeling.build import build_model
 from decola_core.modeling.checkpoint import load_weights
@@ -22,22 +22,17 @@ from decola_core.zoo import resolve_weights
 
 def resize_shortest_edge(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
     """Resize a uint8 (3, H, W) image so its short side is ``min_size`` and its long side at
-    most ``max_size`` (detectron2's ResizeShortestEdge rounding)."""
+    most ``max_size``: the original test mapper's ResizeShortestEdge, bit for bit (its size
+    rounding and PIL's bilinear filter, which antialiases when shrinking)."""
     h, w = image.shape[1:]
-    scale = min_size / min(h, w)
-    if max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
+    new_h, new_w = shortest_edge_size(int(h), int(w), min_size, max_size)
     if (new_h, new_w) == (h, w):
         return image
-    resized = F.interpolate(
-        image[None].float(),
-        size=(new_h, new_w),
-        mode="bilinear",
-        align_corners=False,
-        antialias=True,
-    )
-    return resized[0].round().clamp(0, 255).to(torch.uint8)
+    from PIL import Image
+
+    pixels = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+    resized = np.asarray(pixels.resize((new_w, new_h), Image.BILINEAR))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1).to(image.device)
 
 
 def as_uint8_chw(image) -> torch.Tensor:

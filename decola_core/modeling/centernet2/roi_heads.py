@@ -385,7 +385,9 @@ class CascadeRoIHeads(nn.Module):
         loss_box = loss_box / max(gt_classes.numel(), 1.0)
         return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
 
-    def image_label_losses(self, output: StageOutput, labels: list[list[int]]) -> dict:
+    def image_label_losses(
+        self, output: StageOutput, labels: list[list[int]], picks: list | None = None
+    ) -> dict:
         """Detic's max-size loss: the largest RoI (the last one excluded, as the original)
         of each image takes BCE against each image-level label over every column."""
         logits = output.logits.split([len(r) for r in output.rois])
@@ -400,6 +402,8 @@ class CascadeRoIHeads(nn.Module):
                 target[label] = 1.0
                 bce = F.binary_cross_entropy_with_logits(score[index], target, reduction="sum")
                 loss = loss + bce / len(image_labels)
+                if picks is not None:  # (label, RoI, BCE) for inspection
+                    picks.append((label, index, bce.detach()))
         loss = loss / len(logits)
         zero = output.logits.new_zeros([1])[0]
         return {
@@ -409,7 +413,11 @@ class CascadeRoIHeads(nn.Module):
         }
 
     def mask_loss(
-        self, features: list[torch.Tensor], rois: list[RoIs], targets: list[GroundTruth]
+        self,
+        features: list[torch.Tensor],
+        rois: list[RoIs],
+        targets: list[GroundTruth],
+        record: dict | None = None,
     ) -> torch.Tensor:
         """BCE of the mask logits of the stage-0 foreground RoIs against their polygons."""
         background = self.num_classes
@@ -423,6 +431,8 @@ class CascadeRoIHeads(nn.Module):
                     polygon_mask_targets(polygons, r.boxes[fg], 2 * self.config.mask_pooler_resolution)
                 )
         logits = self.mask_head(self.mask_pooler(features, fg_rois))
+        if record is not None:
+            record.update(mask_rois=fg_rois, mask_logits=logits, mask_targets=fg_targets)
         if not fg_targets:
             return logits.sum() * 0
         targets_all = torch.cat(fg_targets).to(torch.float32)
@@ -456,11 +466,14 @@ class CascadeRoIHeads(nn.Module):
                 if self.with_image_labels:
                     stage["image_loss"] = output.logits.new_zeros([1])[0]
             else:
-                stage = self.image_label_losses(output, [t.image_labels for t in targets])
+                picks = None
+                if record is not None:
+                    picks = record.setdefault("max_size", {}).setdefault(k, [])
+                stage = self.image_label_losses(output, [t.image_labels for t in targets], picks)
             losses.update({f"{name}_stage{k}": v for name, v in stage.items()})
         if self.mask_on:
             if box_batch and targets[0].polygons is not None:
-                losses["loss_mask"] = self.mask_loss(features, rois, targets)
+                losses["loss_mask"] = self.mask_loss(features, rois, targets, record)
             else:
                 losses["loss_mask"] = torch.zeros((1,), device=features[0].device)[0]
         return losses

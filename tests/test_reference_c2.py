@@ -1,0 +1,293 @@
+"""CenterNet2 (C2) against the original code's outputs (shared/reference/c2, README there).
+
+The model is built from the original's resolved YAML through the importer and loaded through
+the user-facing loader; every case, size, count and option comes from the files (meta, YAML,
+tensor shapes). ``DECOLA_C2_REFERENCE_DIR`` points at another folder of the same layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from decola_core.config.importer import import_original
+from decola_core.modeling import build_model, load_weights
+from decola_core.modeling.centernet2.model import to_original_size
+from decola_core.modeling.centernet2.roi_heads import Draws, GroundTruth
+from decola_core.modeling.predictor import resize_shortest_edge
+
+pytestmark = pytest.mark.reference
+RTOL = ATOL = 1e-4
+PIXELS = 1e-3  # FPN values and boxes in pixels (README §5)
+
+
+@pytest.fixture(scope="module")
+def c2_dir(reference_dir: Path) -> Path:
+    path = Path(os.environ.get("DECOLA_C2_REFERENCE_DIR", reference_dir / "c2"))
+    if not (path / "golden_c2_meta.json").is_file():
+        pytest.skip(f"CenterNet2 reference data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ref(c2_dir: Path):
+    recipe = import_original(c2_dir / "golden_c2_small.yaml").recipe
+    data_root = c2_dir if (c2_dir / "metadata").is_dir() else c2_dir.parent
+    model = build_model(recipe, data_root=data_root)
+    report = load_weights(model, c2_dir / "golden_c2_small.pth")
+    assert not report.missing and not report.unexpected and not report.shape_mismatch
+    return {
+        "recipe": recipe,
+        "model": model,
+        "inputs": torch.load(c2_dir / "golden_c2_inputs.pt"),
+        "gold": torch.load(c2_dir / "golden_c2_outputs.pt"),
+        "meta": json.loads((c2_dir / "golden_c2_meta.json").read_text()),
+    }
+
+
+def _meta_path() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "reference"
+    top = Path(os.environ.get("DECOLA_REFERENCE_DIR", default))
+    return Path(os.environ.get("DECOLA_C2_REFERENCE_DIR", top / "c2")) / "golden_c2_meta.json"
+
+
+def cases(prefix: str) -> list[str]:
+    """The folder's cases of one kind (collected before the fixtures skip an absent folder)."""
+    path = _meta_path()
+    if not path.is_file():
+        return [f"{prefix}absent"]
+    return [c for c in json.loads(path.read_text())["cases"] if c.startswith(prefix)]
+
+
+def close(mine: torch.Tensor, gold: torch.Tensor, atol: float = ATOL, name: str = "") -> None:
+    if gold.dtype in (torch.int64, torch.int8, torch.bool, torch.uint8):
+        assert torch.equal(mine.to(gold.dtype).cpu(), gold), name
+    else:
+        torch.testing.assert_close(
+            mine.to(gold.dtype).cpu(), gold, rtol=RTOL, atol=atol, msg=lambda m: f"{name}: {m}"
+        )
+
+
+def images_of(ref, case: str) -> list[torch.Tensor]:
+    return [ref["inputs"]["images"][i] for i in ref["meta"]["cases"][case]["images"]]
+
+
+def assert_same_detections(boxes, scores, classes, gold_prefix: str, gold, extra=()) -> None:
+    """Equal detection lists; neighbours with (near-)equal scores may come in either order."""
+    g_scores, g_boxes = gold[f"{gold_prefix}/scores"], gold[f"{gold_prefix}/boxes"]
+    g_classes = gold[f"{gold_prefix}/classes"]
+    assert len(scores) == len(g_scores), gold_prefix
+    torch.testing.assert_close(scores, g_scores, rtol=RTOL, atol=1e-5)
+    for j in range(len(scores)):
+        match = [
+            k
+            for k in (j - 1, j, j + 1)
+            if 0 <= k < len(scores)
+            and int(classes[j]) == int(g_classes[k])
+            and abs(float(scores[j] - g_scores[k])) <= 1e-5 + RTOL * float(g_scores[k])
+            and torch.allclose(boxes[j], g_boxes[k], rtol=RTOL, atol=PIXELS)
+            and all(torch.equal(mine[j], theirs[k]) for mine, theirs in extra)
+        ]
+        assert match, f"{gold_prefix}[{j}] has no counterpart"
+
+
+@pytest.mark.parametrize("case", cases("eval_"))
+def test_eval_case(ref, case: str) -> None:
+    """Backbone, FPN, CenterNet, proposals, every stage, pre-NMS scores, ROI output, masks,
+    and the final detections in original pixels."""
+    model, gold = ref["model"].eval(), ref["gold"]
+    meta = ref["meta"]["cases"][case]
+    images = images_of(ref, case)
+    record: dict = {}
+    features_seen: dict = {}
+    hook = model.backbone.bottom_up.register_forward_hook(
+        lambda _m, _i, out: features_seen.update(out)
+    )
+    try:
+        with torch.no_grad():
+            results = model.forward_test(images, record=record)
+    finally:
+        hook.remove()
+    assert len(record["proposals"]) == len(meta["n_proposals"])
+    for name, feature in features_seen.items():
+        assert tuple(feature.shape) == tuple(gold[f"{case}/bottom_up/{name}/shape"].tolist())
+        if f"{case}/bottom_up/{name}" in gold:
+            close(feature, gold[f"{case}/bottom_up/{name}"], PIXELS, name)
+        else:
+            close(feature.double().sum(1), gold[f"{case}/bottom_up/{name}_chansum"], 1e-2, name)
+            sliced = gold[f"{case}/bottom_up/{name}_slice"]
+            close(feature[tuple(slice(0, n) for n in sliced.shape)], sliced, PIXELS, name)
+    levels = len(model.proposal_generator.strides)
+    for level, name in enumerate(model.proposal_features):
+        close(record["features"][name], gold[f"{case}/fpn/{name}"], PIXELS, name)
+        close(record["centernet"].distances[level], gold[f"{case}/centernet/reg_l{level}"])
+        close(record["centernet"].heatmaps[level], gold[f"{case}/centernet/agn_hm_logits_l{level}"])
+    assert level == levels - 1
+    for i, proposals in enumerate(record["proposals"]):
+        close(proposals.boxes, gold[f"{case}/proposals{i}/boxes"], PIXELS, "proposal boxes")
+        close(proposals.scores, gold[f"{case}/proposals{i}/scores"])
+    for k, stage in enumerate(record["stages"]):
+        sizes = [len(r) for r in stage.rois]
+        for i, (rois, logits, deltas, boxes) in enumerate(
+            zip(stage.rois, stage.logits.split(sizes), stage.deltas.split(sizes), stage.boxes)
+        ):
+            prefix = f"{case}/stage{k}/img{i}"
+            close(rois.boxes, gold[f"{prefix}/in_boxes"], PIXELS, prefix)
+            close(logits, gold[f"{prefix}/cls_logits"], name=prefix)
+            close(deltas, gold[f"{prefix}/box_deltas"], name=prefix)
+            close(boxes, gold[f"{prefix}/pred_boxes"], PIXELS, prefix)
+    for i, scores in enumerate(record["scores"]):
+        close(scores, gold[f"{case}/final_scores_prenms/img{i}"])
+    sizes = [tuple(img.shape[-2:]) for img in images]
+    for i, result in enumerate(results):
+        prefix = f"{case}/roi_out{i}"
+        assert_same_detections(result.boxes, result.scores, result.classes, prefix, gold)
+        close(result.mask_probs, gold[f"{prefix}/mask_probs"], name="mask probabilities")
+        original = tuple(int(v) for v in gold[f"{case}/det{i}/image_size"])
+        dets = to_original_size(result, sizes[i], original)
+        areas = dets.masks.flatten(1).sum(1)
+        assert_same_detections(
+            dets.boxes, dets.scores, dets.labels, f"{case}/det{i}", gold,
+            extra=[(areas, gold[f"{case}/det{i}/pasted_mask_area"])],
+        )  # fmt: skip
+        first = gold[f"{case}/det{i}/pasted_masks_first3"]
+        assert torch.equal(dets.masks[: len(first)].to(torch.uint8), first)
+
+
+class StoredDraws(Draws):
+    """The original run's sampler and federated-class draws."""
+
+    def __init__(self, gold, case: str) -> None:
+        super().__init__()
+        self.gold, self.case = gold, case
+
+    def subsample(self, image, positive, negative, num_pos, num_neg):
+        stored = self.gold[f"{self.case}/sample/img{image}/sampled_idxs"]
+        assert len(stored) == num_pos + num_neg
+        return stored
+
+    def federated_classes(self, stage, appeared, weight, count):
+        stored = self.gold[f"{self.case}/fed_loss_classes/call{stage}"]
+        assert torch.equal(stored[: len(appeared)], appeared)  # the appeared classes come first
+        return stored
+
+
+def ground_truth(ref, case: str) -> list[GroundTruth]:
+    inputs, meta = ref["inputs"], ref["meta"]["cases"][case]
+    return [
+        GroundTruth(
+            inputs["gt_boxes"][i],
+            inputs["gt_classes"][i],
+            [[p.double().numpy()] for p in inputs["gt_polygons"][i]] if meta["with_masks"] else None,
+            inputs["pos_category_ids"][i].tolist(),
+        )
+        for i in meta["images"]
+    ]
+
+
+@pytest.mark.parametrize("case", cases("train_"))
+def test_training_case(ref, case: str) -> None:
+    """With the stored draws injected: CenterNet targets and proposals, sampling, stage
+    matches, every loss term, the total and every gradient norm (None where the original's)."""
+    model, gold = ref["model"].train(), ref["gold"]
+    meta = ref["meta"]["cases"][case]
+    model.zero_grad(set_to_none=True)
+    record: dict = {}
+    losses = model.forward_train(
+        images_of(ref, case),
+        ground_truth(ref, case),
+        ann_type=meta["ann_type"],
+        draws=StoredDraws(gold, case),
+        record=record,
+    )
+    assert list(losses) == meta["loss_keys"]
+    for key, value in losses.items():
+        close(value.detach(), gold[f"{case}/loss/{key}"], 1e-6, key)
+    total = sum(losses.values())
+    close(total.detach(), gold[f"{case}/loss_total"], name="total")
+    targets = record["centernet_targets"]
+    prefix = f"{case}/centernet_targets"
+    close(targets.positive, gold[f"{prefix}/pos_inds"])
+    close(targets.labels, gold[f"{prefix}/labels"])
+    close(targets.distances, gold[f"{prefix}/reg_targets"], name="reg targets")
+    close(targets.heatmap, gold[f"{prefix}/flattened_hms"], name="heatmaps")
+    for i, proposals in enumerate(record["proposals"]):
+        assert len(proposals.boxes) == meta["n_proposals"][i]
+        close(proposals.boxes, gold[f"{case}/proposals{i}/boxes"], PIXELS)
+        close(proposals.scores, gold[f"{case}/proposals{i}/scores"])
+    box_batch = meta["ann_type"] == "box"
+    for k, stage in enumerate(record["stages"]):
+        sizes = [len(r) for r in stage.rois]
+        for i, (rois, logits, deltas, boxes) in enumerate(
+            zip(stage.rois, stage.logits.split(sizes), stage.deltas.split(sizes), stage.boxes)
+        ):
+            p = f"{case}/stage{k}/img{i}"
+            close(rois.boxes, gold[f"{p}/in_boxes"], PIXELS, p)
+            close(logits, gold[f"{p}/cls_logits"], name=p)
+            close(deltas, gold[f"{p}/box_deltas"], name=p)
+            close(boxes, gold[f"{p}/pred_boxes"], PIXELS, p)
+            if not box_batch:
+                continue
+            close(rois.gt_classes, gold[f"{p}/gt_classes"], name=p)
+            close(rois.gt_boxes, gold[f"{p}/gt_boxes"], PIXELS, p)
+            if k == 0:
+                sample = f"{case}/sample/img{i}"
+                close(rois.gt_classes, gold[f"{sample}/sampled_gt_classes"])
+                close(rois.gt_index, gold[f"{sample}/sampled_matched_gt_idx"])
+                close(rois.objectness, gold[f"{p}/objectness_logits"])
+            else:
+                close(rois.gt_index, gold[f"{p}/matched_idxs"])
+                labels = (rois.gt_classes != model.num_classes).to(torch.int8)
+                close(labels, gold[f"{p}/matched_labels"])
+    if box_batch and meta["with_masks"]:
+        close(record["mask_logits"], gold[f"{case}/mask/logits"], name="mask logits")
+        targets_per_image = iter(record["mask_targets"])
+        for i, boxes in enumerate(record["mask_rois"]):
+            close(boxes, gold[f"{case}/mask/img{i}/fg_proposal_boxes"], PIXELS)
+            if len(boxes):
+                close(next(targets_per_image), gold[f"{case}/mask/img{i}/targets"])
+    if "max_size_calls" in meta:
+        picks = [
+            (stage, label, index, float(bce))
+            for stage, rows in sorted(record["max_size"].items())
+            for label, index, bce in rows
+        ]
+        assert [p[:3] for p in picks] == [tuple(c[:3]) for c in meta["max_size_calls"]]
+        bce = torch.tensor([p[3] for p in picks], dtype=torch.float64)
+        close(bce, gold[f"{case}/max_size/bce_sum"], name="max-size BCE")
+    total.backward()
+    parameters = dict(model.named_parameters())
+    names = meta["grad_norm_param_names"]
+    assert set(names) == set(parameters)
+    norms = []
+    for name in names:
+        grad = parameters[name].grad
+        assert (grad is None) == (name in meta["grad_is_none"]), name
+        norms.append(-1.0 if grad is None else grad.double().norm().item())
+    torch.testing.assert_close(
+        torch.tensor(norms, dtype=torch.float64), gold[f"{case}/grad_norms"], rtol=RTOL, atol=1e-7
+    )
+
+
+def test_test_time_pipeline(ref, c2_dir: Path) -> None:
+    """The 800/1333 resize of the original's test mapper, bit for bit, then the detections
+    of one image per forward, in the image's pixels."""
+    meta = json.loads((c2_dir / "golden_c2_testmapper_meta.json").read_text())
+    gold = torch.load(c2_dir / "golden_c2_testmapper.pt")
+    recipe, model = ref["recipe"], ref["model"].eval()
+    for name, case in meta["cases"].items():
+        image = ref["inputs"]["images"][int(name.removeprefix("img"))]
+        assert list(image.shape[1:]) == case["input_hw"]
+        mapped = resize_shortest_edge(image, recipe.test.min_size, recipe.test.max_size)
+        assert torch.equal(mapped, gold[f"testmap/{name}/image"])
+        (dets,) = model.detect([mapped], [tuple(case["input_hw"])])
+        assert len(dets) == case["n_det"]
+        areas = dets.masks.flatten(1).sum(1)
+        assert_same_detections(
+            dets.boxes, dets.scores, dets.labels, f"testmap/{name}/det", gold,
+            extra=[(areas, gold[f"testmap/{name}/det/pasted_mask_area"])],
+        )  # fmt: skip
