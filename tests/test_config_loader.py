@@ -133,8 +133,6 @@ def test_unknown_and_unsupported_recipe_names() -> None:
         find_recipe("DECOLA_PHASE1_Lbase_CLIP_R5021K_4x")
     with pytest.raises(ConfigError, match="DECOLA_DETA"):
         find_recipe("DECOLA_PHASE1_O365_L_CLIP_SwinL_4x")
-    with pytest.raises(ConfigError, match="CenterNet2"):
-        find_recipe("DECOLA_C2_LI_CLIP_R5021k_640b64_ft4x")
 
 
 def test_dumped_recipe_loads_back_identically(tmp_path: Path) -> None:

@@ -274,8 +274,13 @@ def test_unknown_and_architecture_specific_keys_are_reported(tmp_path: Path) -> 
 
 def test_unsupported_architecture_and_masks_are_clear_errors(tmp_path: Path) -> None:
     path = tmp_path / "c2.yaml"
-    path.write_text("MODEL:\n  META_ARCHITECTURE: CustomRCNN\n")
-    with pytest.raises(ConfigError, match="MODEL.META_ARCHITECTURE: architecture 'CustomRCNN'"):
+    path.write_text("MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n")
+    with pytest.raises(ConfigError, match="architecture 'GeneralizedRCNN' is not supported"):
+        import_original(path)
+    path.write_text(
+        "MODEL:\n  META_ARCHITECTURE: CustomRCNN\n  CENTERNET: {ONLY_PROPOSAL: false}\n"
+    )
+    with pytest.raises(ConfigError, match="MODEL.CENTERNET.ONLY_PROPOSAL.*implements only True"):
         import_original(path)
     path.write_text("MODEL:\n  META_ARCHITECTURE: DeformableDetr\n  MASK_ON: true\n")
     with pytest.raises(ConfigError, match="MASK_ON"):

@@ -72,6 +72,18 @@ def close(mine: torch.Tensor, gold: torch.Tensor, atol: float = ATOL, name: str 
         )
 
 
+def stage_rows(stages):
+    """(prefix part, RoIs, logits, deltas, decoded boxes) of every stage and image."""
+    for k, stage in enumerate(stages):
+        sizes = [len(r) for r in stage.rois]
+        parts = zip(
+            stage.rois, stage.logits.split(sizes), stage.deltas.split(sizes), stage.boxes,
+            strict=True,
+        )  # fmt: skip
+        for i, (rois, logits, deltas, boxes) in enumerate(parts):
+            yield k, f"stage{k}/img{i}", rois, logits, deltas, boxes
+
+
 def images_of(ref, case: str) -> list[torch.Tensor]:
     return [ref["inputs"]["images"][i] for i in ref["meta"]["cases"][case]["images"]]
 
@@ -130,16 +142,12 @@ def test_eval_case(ref, case: str) -> None:
     for i, proposals in enumerate(record["proposals"]):
         close(proposals.boxes, gold[f"{case}/proposals{i}/boxes"], PIXELS, "proposal boxes")
         close(proposals.scores, gold[f"{case}/proposals{i}/scores"])
-    for k, stage in enumerate(record["stages"]):
-        sizes = [len(r) for r in stage.rois]
-        for i, (rois, logits, deltas, boxes) in enumerate(
-            zip(stage.rois, stage.logits.split(sizes), stage.deltas.split(sizes), stage.boxes)
-        ):
-            prefix = f"{case}/stage{k}/img{i}"
-            close(rois.boxes, gold[f"{prefix}/in_boxes"], PIXELS, prefix)
-            close(logits, gold[f"{prefix}/cls_logits"], name=prefix)
-            close(deltas, gold[f"{prefix}/box_deltas"], name=prefix)
-            close(boxes, gold[f"{prefix}/pred_boxes"], PIXELS, prefix)
+    for _, name, rois, logits, deltas, boxes in stage_rows(record["stages"]):
+        prefix = f"{case}/{name}"
+        close(rois.boxes, gold[f"{prefix}/in_boxes"], PIXELS, prefix)
+        close(logits, gold[f"{prefix}/cls_logits"], name=prefix)
+        close(deltas, gold[f"{prefix}/box_deltas"], name=prefix)
+        close(boxes, gold[f"{prefix}/pred_boxes"], PIXELS, prefix)
     for i, scores in enumerate(record["scores"]):
         close(scores, gold[f"{case}/final_scores_prenms/img{i}"])
     sizes = [tuple(img.shape[-2:]) for img in images]
@@ -182,7 +190,9 @@ def ground_truth(ref, case: str) -> list[GroundTruth]:
         GroundTruth(
             inputs["gt_boxes"][i],
             inputs["gt_classes"][i],
-            [[p.double().numpy()] for p in inputs["gt_polygons"][i]] if meta["with_masks"] else None,
+            [[p.double().numpy()] for p in inputs["gt_polygons"][i]]
+            if meta["with_masks"]
+            else None,
             inputs["pos_category_ids"][i].tolist(),
         )
         for i in meta["images"]
@@ -220,29 +230,26 @@ def test_training_case(ref, case: str) -> None:
         close(proposals.boxes, gold[f"{case}/proposals{i}/boxes"], PIXELS)
         close(proposals.scores, gold[f"{case}/proposals{i}/scores"])
     box_batch = meta["ann_type"] == "box"
-    for k, stage in enumerate(record["stages"]):
-        sizes = [len(r) for r in stage.rois]
-        for i, (rois, logits, deltas, boxes) in enumerate(
-            zip(stage.rois, stage.logits.split(sizes), stage.deltas.split(sizes), stage.boxes)
-        ):
-            p = f"{case}/stage{k}/img{i}"
-            close(rois.boxes, gold[f"{p}/in_boxes"], PIXELS, p)
-            close(logits, gold[f"{p}/cls_logits"], name=p)
-            close(deltas, gold[f"{p}/box_deltas"], name=p)
-            close(boxes, gold[f"{p}/pred_boxes"], PIXELS, p)
-            if not box_batch:
-                continue
-            close(rois.gt_classes, gold[f"{p}/gt_classes"], name=p)
-            close(rois.gt_boxes, gold[f"{p}/gt_boxes"], PIXELS, p)
-            if k == 0:
-                sample = f"{case}/sample/img{i}"
-                close(rois.gt_classes, gold[f"{sample}/sampled_gt_classes"])
-                close(rois.gt_index, gold[f"{sample}/sampled_matched_gt_idx"])
-                close(rois.objectness, gold[f"{p}/objectness_logits"])
-            else:
-                close(rois.gt_index, gold[f"{p}/matched_idxs"])
-                labels = (rois.gt_classes != model.num_classes).to(torch.int8)
-                close(labels, gold[f"{p}/matched_labels"])
+    for k, name, rois, logits, deltas, boxes in stage_rows(record["stages"]):
+        i = int(name.rsplit("img", 1)[1])
+        p = f"{case}/{name}"
+        close(rois.boxes, gold[f"{p}/in_boxes"], PIXELS, p)
+        close(logits, gold[f"{p}/cls_logits"], name=p)
+        close(deltas, gold[f"{p}/box_deltas"], name=p)
+        close(boxes, gold[f"{p}/pred_boxes"], PIXELS, p)
+        if not box_batch:
+            continue
+        close(rois.gt_classes, gold[f"{p}/gt_classes"], name=p)
+        close(rois.gt_boxes, gold[f"{p}/gt_boxes"], PIXELS, p)
+        if k == 0:
+            sample = f"{case}/sample/img{i}"
+            close(rois.gt_classes, gold[f"{sample}/sampled_gt_classes"])
+            close(rois.gt_index, gold[f"{sample}/sampled_matched_gt_idx"])
+            close(rois.objectness, gold[f"{p}/objectness_logits"])
+        else:
+            close(rois.gt_index, gold[f"{p}/matched_idxs"])
+            labels = (rois.gt_classes != model.num_classes).to(torch.int8)
+            close(labels, gold[f"{p}/matched_labels"])
     if box_batch and meta["with_masks"]:
         close(record["mask_logits"], gold[f"{case}/mask/logits"], name="mask logits")
         targets_per_image = iter(record["mask_targets"])
@@ -291,3 +298,52 @@ def test_test_time_pipeline(ref, c2_dir: Path) -> None:
             dets.boxes, dets.scores, dets.labels, f"testmap/{name}/det", gold,
             extra=[(areas, gold[f"testmap/{name}/det/pasted_mask_area"])],
         )  # fmt: skip
+
+
+def key_files() -> list[str]:
+    folder = _meta_path().parent
+    names = sorted(p.name for p in folder.glob("keys_*.json")) if folder.is_dir() else []
+    return names or ["keys_absent"]
+
+
+@pytest.mark.parametrize("key_file", key_files())
+def test_released_layout_maps_one_to_one(c2_dir: Path, key_file: str) -> None:
+    """Every key of a released configuration's checkpoint maps onto a native tensor of the
+    same shape and back (BN step counters, which the native model does not keep, aside)."""
+    config = key_file.removeprefix("keys_").removesuffix(".json")
+    recipe = import_original(c2_dir / f"{config}.resolved.yaml").recipe
+    data_root = c2_dir if (c2_dir / "metadata").is_dir() else c2_dir.parent
+    model = build_model(recipe, data_root=data_root)
+    keys = json.loads((c2_dir / key_file).read_text())["keys"]
+    original = {name: shape for name, shape, _ in keys}
+    placeholder = {name: torch.empty(0) for name in original}
+    native, counts = model.key_map.to_native(placeholder)
+    own = {k: list(v.shape) for k, v in model.state_dict().items()}
+    counters = [k for k in original if k.endswith("num_batches_tracked")]
+    assert counts.get("num_batches_tracked", 0) == len(counters)
+    assert set(native) == set(own)
+    assert all(own[k] == original[k] for k in native)  # the names map to the same tensor
+    back = model.key_map.to_original(dict.fromkeys(own, torch.empty(0)))
+    assert set(back) == set(original) - set(counters)
+
+
+def resolved_configs() -> list[str]:
+    folder = _meta_path().parent
+    names = sorted(p.name for p in folder.glob("*.resolved.yaml")) if folder.is_dir() else []
+    return names or ["absent.resolved.yaml"]
+
+
+@pytest.mark.parametrize("resolved", resolved_configs())
+def test_shipped_c2_recipe_equals_the_original_config(c2_dir: Path, resolved: str) -> None:
+    """Each released C2 config (as the original resolved it) imports to the shipped recipe of
+    its name; only the initial weights differ (the dumps have MODEL.WEIGHTS '')."""
+    from decola_core.config import load_recipe
+
+    name = resolved.removesuffix(".resolved.yaml")
+    imported = import_original(c2_dir / resolved).recipe.model_dump()
+    shipped = load_recipe(name).model_dump()
+    for recipe in (imported, shipped):
+        for key in ("name", "description", "output_dir"):
+            recipe.pop(key)
+        recipe["model"].pop("weights")
+    assert imported == shipped

@@ -25,7 +25,6 @@ BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
 CONFIG_DIR_ENV = "DECOLA_CONFIG_DIR"
 
-_C2 = "a CenterNet2 detector, which decola does not implement (DETR-family models only)"
 _DETA = (
     "the DECOLA_DETA architecture, which decola does not implement; the original could not "
     "load this config either (its DETA keys were never registered)"
@@ -34,19 +33,6 @@ _DETA = (
 UNSUPPORTED_RECIPES = {
     "DECOLA_PHASE1_O365_Lbase_CLIP_SwinL_4x": _DETA,
     "DECOLA_PHASE1_O365_L_CLIP_SwinL_4x": _DETA,
-    **{
-        name: _C2
-        for name in (
-            "Base-C2_L_R5021k_640b64_4x",
-            "DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x",
-            "DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x+Detic",
-            "DECOLA_C2_LbaseI_CLIP_SwinB_896b32_ft4x+Detic",
-            "DECOLA_C2_LI_CLIP_R5021k_640b64_ft4x",
-            "DECOLA_C2_LI_CLIP_R5021k_640b64_ft4x+Detic",
-            "DECOLA_C2_LI_CLIP_SwinB_896b32_ft4x",
-            "DECOLA_C2_LI_CLIP_SwinB_896b32_ft4x+Detic",
-        )
-    },
 }
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms
 
+from decola_core.config.schema import CenterNetConfig
 from decola_core.engine.distributed import mean_over_ranks
 
 #: "Infinity" of the original's target code (no box / no target).
@@ -114,7 +115,7 @@ def _flatten(per_level: list[torch.Tensor], channels: int) -> torch.Tensor:
 class CenterNet(nn.Module):
     """The proposal generator: head, targets and losses (training), proposals (always)."""
 
-    def __init__(self, config, channels: int) -> None:
+    def __init__(self, config: CenterNetConfig, channels: int) -> None:
         super().__init__()
         self.config = config
         self.strides = list(config.strides)
@@ -138,7 +139,10 @@ class CenterNet(nn.Module):
         device = grids[0].device
         counts = [len(g) for g in grids]
         strides = torch.cat(
-            [torch.full((n,), float(s), device=device) for n, s in zip(counts, self.strides)]
+            [
+                torch.full((n,), float(s), device=device)
+                for n, s in zip(counts, self.strides, strict=True)
+            ]
         )
         ranges = torch.cat(
             [
@@ -224,7 +228,9 @@ class CenterNet(nn.Module):
         return targets, heatmap
 
     # ------------------------------------------------------------------ losses
-    def losses(self, outputs: CenterNetOutputs, targets: CenterNetTargets) -> dict[str, torch.Tensor]:
+    def losses(
+        self, outputs: CenterNetOutputs, targets: CenterNetTargets
+    ) -> dict[str, torch.Tensor]:
         """GIoU regression and the agnostic heatmap focal losses (keys as the original's)."""
         cfg = self.config
         distances = _flatten(outputs.distances, 4)
@@ -285,7 +291,8 @@ class CenterNet(nn.Module):
         for levels in per_image:
             boxes = torch.cat([b for b, _ in levels])
             scores = torch.cat([s for _, s in levels])
-            keep = batched_nms(boxes.float(), scores, torch.zeros_like(scores, dtype=torch.long), nms)
+            classes = torch.zeros_like(scores, dtype=torch.long)
+            keep = batched_nms(boxes.float(), scores, classes, nms)
             boxes, scores = boxes[keep], scores[keep]
             if len(scores) > post_topk:
                 threshold, _ = torch.kthvalue(scores.float().cpu(), len(scores) - post_topk + 1)

@@ -172,7 +172,7 @@ class CenterNet2(DetectionModel):
         """The loss terms of a trainer batch (targets: normalised cxcywh boxes)."""
         targets = []
         for image, target, labels in zip(
-            step.images, step.targets, step.image_labels or [None] * len(step.images)
+            step.images, step.targets, step.image_labels or [None] * len(step.images), strict=True
         ):
             h, w = image.shape[-2:]
             scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=target["boxes"].device)
@@ -257,4 +257,3 @@ def to_original_size(
     return Detections(
         boxes[keep], result.scores[keep], result.classes[keep], tuple(output_size), masks=masks
     )
-

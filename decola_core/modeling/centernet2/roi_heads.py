@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, roi_align
 
+from decola_core.config.schema import RoIHeadsConfig
+from decola_core.errors import ConfigError
 from decola_core.modeling.centernet2.boxes import (
     BoxCoder,
     box_area,
@@ -219,7 +221,7 @@ class CascadeRoIHeads(nn.Module):
 
     def __init__(
         self,
-        config,
+        config: RoIHeadsConfig,
         *,
         channels: int,
         feature_strides: list[int],
@@ -263,9 +265,10 @@ class CascadeRoIHeads(nn.Module):
             if k > 0:
                 rois = self._next_stage_rois(outputs[-1], training)
                 if targets is not None:
+                    threshold = self.config.ious[k]
                     rois = [
-                        self._match(r, t, self.config.ious[k]) for r, t in zip(rois, targets, strict=True)
-                    ]  # fmt: skip
+                        self._match(r, t, threshold) for r, t in zip(rois, targets, strict=True)
+                    ]
             pooled = self.box_pooler(features, [r.boxes for r in rois])
             pooled = ScaleGradient.apply(pooled, 1.0 / self.num_stages)
             logits, deltas = self.box_predictor[k](self.box_head[k](pooled))
@@ -371,8 +374,9 @@ class CascadeRoIHeads(nn.Module):
                 predictor = self.box_predictor[stage]
                 appeared = torch.unique(gt_classes)
                 if len(appeared) < self.fed_loss_classes:
+                    count = self.fed_loss_classes - len(appeared)
                     appeared = draws.federated_classes(
-                        stage, appeared, predictor.freq_weight, self.fed_loss_classes - len(appeared)
+                        stage, appeared, predictor.freq_weight, count
                     )
                 mask = appeared.new_zeros(num_classes + 1)
                 mask[appeared] = 1
@@ -427,9 +431,8 @@ class CascadeRoIHeads(nn.Module):
             fg_rois.append(r.boxes[fg])
             if fg.any():
                 polygons = [t.polygons[int(i)] for i in r.gt_index[fg]]
-                fg_targets.append(
-                    polygon_mask_targets(polygons, r.boxes[fg], 2 * self.config.mask_pooler_resolution)
-                )
+                size = 2 * self.config.mask_pooler_resolution  # the head upsamples 2x
+                fg_targets.append(polygon_mask_targets(polygons, r.boxes[fg], size))
         logits = self.mask_head(self.mask_pooler(features, fg_rois))
         if record is not None:
             record.update(mask_rois=fg_rois, mask_logits=logits, mask_targets=fg_targets)
@@ -451,6 +454,11 @@ class CascadeRoIHeads(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The ROI-head loss terms of a 'box' or 'image' batch, keys as the original's."""
         box_batch = ann_type == "box"
+        if not box_batch and not self.config.image_label_loss:
+            raise ConfigError(
+                f"an '{ann_type}' batch, but model.roi_heads.image_label_loss is '' (this recipe "
+                "trains on box data only)"
+            )
         if box_batch:
             rois = self.sample_stage0(proposals, targets, draws)
             outputs = self.run_stages(features, rois, training=True, targets=targets)
@@ -495,9 +503,11 @@ class CascadeRoIHeads(nn.Module):
         outputs = self.run_stages(features, proposals, training=False)
         sizes = [len(r) for r in proposals]
         per_stage = [o.logits.sigmoid().split(sizes) for o in outputs]
-        scores = [sum(list(s)) * (1.0 / self.num_stages) for s in zip(*per_stage)]
+        scores = [sum(list(s)) * (1.0 / self.num_stages) for s in zip(*per_stage, strict=True)]
         if cfg.mult_proposal_score:
-            scores = [(s * r.objectness[:, None]) ** 0.5 for s, r in zip(scores, proposals)]
+            scores = [
+                (s * r.objectness[:, None]) ** 0.5 for s, r in zip(scores, proposals, strict=True)
+            ]
         if record is not None:
             record["stages"], record["scores"] = outputs, scores
         if allowed_classes is not None:  # the oracle protocol: only these classes per image
