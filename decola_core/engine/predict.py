@@ -16,7 +16,7 @@ from decola_core.jobs import PredictJob
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
 from decola_core.text import vocabulary_embeddings
-from decola_core.utils.draw import draw_boxes
+from decola_core.utils.draw import draw_boxes, overlay_masks
 from decola_core.utils.io import atomic_open, atomic_write_text
 from decola_core.zoo import load_registry, resolve_weights
 
@@ -86,31 +86,43 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 def detections_record(detections: Detections, names: Sequence[str], source: Path) -> dict:
     """A JSON-ready record: image size and, per detection, xyxy box, score, class id and name."""
     height, width = detections.image_size
-    return {
-        "image": str(source),
-        "height": height,
-        "width": width,
-        "detections": [
-            {
-                "box_xyxy": [round(v, 2) for v in box],
-                "score": round(score, 4),
-                "class_id": label,
-                "class_name": names[label],
-            }
-            for box, score, label in zip(
-                detections.boxes.tolist(),
-                detections.scores.tolist(),
-                detections.labels.tolist(),
-                strict=True,
-            )
-        ],
-    }
+    records = [
+        {
+            "box_xyxy": [round(v, 2) for v in box],
+            "score": round(score, 4),
+            "class_id": label,
+            "class_name": names[label],
+        }
+        for box, score, label in zip(
+            detections.boxes.tolist(),
+            detections.scores.tolist(),
+            detections.labels.tolist(),
+            strict=True,
+        )
+    ]
+    if detections.masks is not None:
+        for record, mask in zip(records, detections.masks, strict=True):
+            record["mask"] = mask_rle(mask)
+            record["mask_area"] = int(mask.sum())
+    return {"image": str(source), "height": height, "width": width, "detections": records}
+
+
+def mask_rle(mask: torch.Tensor) -> dict:
+    """COCO run-length encoding of an (H, W) bool mask, counts as a string (JSON-ready)."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def draw_detections(image, detections: Detections, names: Sequence[str]):
-    """A PIL image with each detection's box and a "name score" tag, coloured by class."""
+    """A PIL image with each detection's box and a "name score" tag, coloured by class, over
+    its mask (translucent) when the detector predicts masks."""
     labels = detections.labels.tolist()
     texts = [f"{names[c]} {s:.2f}" for c, s in zip(labels, detections.scores.tolist(), strict=True)]
+    if detections.masks is not None:
+        image = overlay_masks(image, detections.masks, labels)
     return draw_boxes(image, detections.boxes.cpu().numpy(), texts, labels)
 
 
@@ -170,6 +182,7 @@ def filter_detections(
         detections.scores[keep],
         detections.labels[keep],
         detections.image_size,
+        masks=None if detections.masks is None else detections.masks[keep],
     )
 
 

@@ -58,3 +58,17 @@ def draw_boxes(
                 font=font,
             )
     return canvas
+
+
+def overlay_masks(
+    image: torch.Tensor | np.ndarray, masks: torch.Tensor, colours: list[int], alpha: float = 0.45
+) -> np.ndarray:
+    """(H, W, 3) uint8: ``image`` with each (H, W) bool mask blended in its class colour."""
+    array = (
+        image.permute(1, 2, 0).cpu().numpy()
+        if isinstance(image, torch.Tensor)
+        else np.asarray(image)
+    ).astype(np.float32)
+    for mask, colour_index in zip(masks.cpu().numpy(), colours, strict=True):
+        array[mask] = array[mask] * (1 - alpha) + np.array(palette(colour_index)) * alpha
+    return array.round().astype(np.uint8)
