@@ -101,13 +101,20 @@ def print_report(report, console) -> None:
     from decola_core.evaluation import METRIC_KEYS
 
     label = "c-mAP budget" if report.conditioned_budgets else "max dets"
-    table = Table(title=f"LVIS box AP ({report.protocol} protocol, %)")
-    table.add_column(label)
-    keys = [k for k in METRIC_KEYS if k in next(iter(report.results.values())).metrics]
-    for key in keys:
-        table.add_column(key, justify="right")
-    for budget, result in report.results.items():
-        shown = "-" if report.protocol == "fixed" else str(budget)
-        table.add_row(shown, *(f"{result.metrics[key]:.2f}" for key in keys))
-    console.print(table)
-    err.print(f"wrote {report.metrics_path} and {report.csv_path}")
+    tables = [("box", report.results, report.protocol)]
+    if report.segm_results:
+        segm_protocol = next(iter(report.segm_results.values())).protocol
+        tables.append(("mask", report.segm_results, segm_protocol))
+    for kind, results, protocol in tables:
+        table = Table(title=f"{kind} AP ({protocol} protocol, %)")
+        table.add_column(label)
+        keys = [k for k in METRIC_KEYS if k in next(iter(results.values())).metrics]
+        for key in keys:
+            table.add_column(key, justify="right")
+        for budget, result in results.items():
+            shown = "-" if protocol == "fixed" else str(budget)
+            table.add_row(shown, *(f"{result.metrics[key]:.2f}" for key in keys))
+        console.print(table)
+    segm = report.metrics_path.with_name(report.metrics_path.stem + "_segm.json")
+    also = f" and {segm}" if report.segm_results else ""
+    err.print(f"wrote {report.metrics_path} and {report.csv_path}{also}")

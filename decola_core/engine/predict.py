@@ -15,6 +15,7 @@ from decola_core.errors import ConfigError, DecolaError
 from decola_core.jobs import PredictJob
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
+from decola_core.structures.masks import mask_rle
 from decola_core.text import vocabulary_embeddings
 from decola_core.utils.draw import draw_boxes, overlay_masks
 from decola_core.utils.io import atomic_open, atomic_write_text
@@ -105,15 +106,6 @@ def detections_record(detections: Detections, names: Sequence[str], source: Path
             record["mask"] = mask_rle(mask)
             record["mask_area"] = int(mask.sum())
     return {"image": str(source), "height": height, "width": width, "detections": records}
-
-
-def mask_rle(mask: torch.Tensor) -> dict:
-    """COCO run-length encoding of an (H, W) bool mask, counts as a string (JSON-ready)."""
-    import numpy as np
-    from pycocotools import mask as mask_util
-
-    rle = mask_util.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def draw_detections(image, detections: Detections, names: Sequence[str]):

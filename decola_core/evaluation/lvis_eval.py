@@ -212,22 +212,30 @@ def _faster_coco_eval(gt: GroundTruth, preds: Predictions, limit: int):
     return precision, recall
 
 
-def _lvis_api(gt: GroundTruth, preds: Predictions, limit: int):
-    """The reference: the lvis-api itself (np.float restored for NumPy >= 1.24)."""
+@contextlib.contextmanager
+def _lvis_ground_truth(gt: GroundTruth):
+    """The lvis-api's LVIS object of ``gt``, quiet (np.float restored for NumPy >= 1.24)."""
     if not hasattr(np, "float"):
         np.float = float  # type: ignore[attr-defined]  # lvis-api 0.5.3 uses the removed alias
     import logging
 
-    from lvis import LVIS, LVISEval, LVISResults
+    from lvis import LVIS
 
     logging.getLogger("lvis").setLevel(logging.ERROR)
-
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         lvis_gt = LVIS.__new__(LVIS)
         lvis_gt.logger = _QuietLogger()
         lvis_gt.dataset = gt.data
         lvis_gt._create_index()
+        yield lvis_gt
+
+
+def _lvis_api(gt: GroundTruth, preds: Predictions, limit: int):
+    """The reference: the lvis-api itself."""
+    from lvis import LVISEval, LVISResults
+
+    with _lvis_ground_truth(gt) as lvis_gt:
         lvis_dt = LVISResults(lvis_gt, preds.to_records(), max_dets=limit)
         evaluator = LVISEval(lvis_gt, lvis_dt, iou_type="bbox")
         evaluator.params.max_dets = limit

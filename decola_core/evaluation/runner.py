@@ -14,6 +14,7 @@ from decola_core.data.images import read_image
 from decola_core.data.lvis import LvisDataset
 from decola_core.errors import DatasetError
 from decola_core.modeling.predictor import Predictor
+from decola_core.structures.masks import mask_rle
 from decola_core.utils.io import atomic_open
 
 log = logging.getLogger(__name__)
@@ -73,19 +74,33 @@ def predict_shard(
             scale_y, scale_x = record.height / image.shape[1], record.width / image.shape[2]
             boxes = det.boxes.double().numpy() * np.array([scale_x, scale_y, scale_x, scale_y])
             category = dataset.category_id(det.labels.numpy())
-            for box, cat, score in zip(boxes, category, det.scores.double().numpy(), strict=True):
+            masks = _masks_at(det.masks, (record.height, record.width))
+            for j, (box, cat, score) in enumerate(
+                zip(boxes, category, det.scores.double().numpy(), strict=True)
+            ):
                 line = {
                     "image_id": record.image_id,
                     "category_id": int(cat),
                     "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
                     "score": float(score),
                 }
+                if masks is not None:
+                    line["segmentation"] = mask_rle(masks[j])
                 out.write(_json(line) + b"\n")
             stats.images += 1
             stats.detections += len(det)
             if on_image is not None:
                 on_image()
     return stats
+
+
+def _masks_at(masks, size: tuple[int, int]):
+    """Masks at the annotation's image size (the file's size when it disagrees)."""
+    if masks is None or tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    from torch.nn import functional as F
+
+    return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
 
 
 def combine_shards(shards: list[Path], output: Path) -> int:

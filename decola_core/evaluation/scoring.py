@@ -32,6 +32,8 @@ class EvalReport:
     csv_path: Path
     predictions: Path
     lines: list[str] = field(default_factory=list)
+    #: Mask AP per budget, when the predictions carry masks (written beside, ``*_segm.json``).
+    segm_results: dict[int, object] = field(default_factory=dict)
 
 
 def budgets(job: EvalJob, default: int) -> list[int]:
@@ -80,9 +82,35 @@ def score_predictions(
             )
     metrics_path = metrics_path or predictions.with_name("metrics.json")
     csv_path = _write_outputs(results, truth, metrics_path, protocol)
+    segm_results = _score_masks(job, predictions, truth, protocol, default_dets, metrics_path)
     if job.wandb:
         _log_wandb(results, job, recipe.name if recipe is not None else None)
-    return EvalReport(results, protocol, bool(job.k), metrics_path, csv_path, predictions)
+    return EvalReport(
+        results, protocol, bool(job.k), metrics_path, csv_path, predictions,
+        segm_results=segm_results,
+    )  # fmt: skip
+
+
+def _score_masks(job, predictions: Path, truth, protocol: str, default_dets: int, metrics_path):
+    """Mask AP (``<metrics>_segm.json``) when the predictions carry segmentations."""
+    from decola_core.evaluation.segm_eval import evaluate_segm, read_mask_records
+
+    records = read_mask_records(predictions)
+    if records is None:
+        return {}
+    if protocol == "fixed":
+        log.info("mask AP: the fixed protocol is box-only; masks scored with 'standard'")
+        protocol = "standard"
+    log.info(f"scoring {len(records):,} masks ({protocol} protocol)")
+    backend = "lvis-api" if job.backend == "lvis-api" else "decola"
+    results = {
+        budget: evaluate_segm(truth, records, max_dets=budget, protocol=protocol, backend=backend)
+        for budget in budgets(job, default_dets)
+    }
+    _write_outputs(
+        results, truth, metrics_path.with_name(metrics_path.stem + "_segm.json"), protocol
+    )
+    return results
 
 
 def _write_outputs(results, truth, metrics_path: Path, protocol: str) -> Path:
