@@ -32,6 +32,7 @@ class NamedDetections:
     labels: torch.Tensor  # (n,) 0-based class ids
     names: list[str]  # (n,) class names
     image_size: tuple[int, int]  # (height, width)
+    masks: torch.Tensor | None = None  # (n, height, width) bool, for detectors with masks
 
     def __len__(self) -> int:
         return len(self.names)
@@ -141,6 +142,7 @@ class Detector:
             kept.labels,
             [names[i] for i in kept.labels.tolist()],
             kept.image_size,
+            kept.masks,
         )
 
     def draw(self, image, detections: NamedDetections | Detections):

@@ -125,7 +125,7 @@ def set_vocabulary(model: nn.Module, embeddings: torch.Tensor) -> None:
     for detecting classes the model was not built with (inference only)."""
     found = False
     for module in model.modules():
-        if module is not model and hasattr(module, "set_class_embeddings"):
+        if hasattr(module, "set_class_embeddings"):
             module.set_class_embeddings(embeddings)
             found = True
     if not found:
