@@ -26,3 +26,32 @@ def run_child(script: str, *args: str) -> dict:
         [sys.executable, script, *args], capture_output=True, text=True, check=True
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_in_children(
+    doc: str, script: str, names: tuple[str, ...], measure
+) -> tuple[argparse.Namespace, dict] | None:
+    """The command line of a model benchmark (``--threads``, ``--reference-dir``).
+
+    Run normally, it measures each of ``names`` in a fresh process and returns (arguments,
+    {name: result}). Run as such a child (``--child NAME``), it calls
+    ``measure(name, reference_dir)`` with torch's threads set, prints the result with the
+    process's peak resident memory as JSON, and returns None.
+    """
+    import resource
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    add_reference_dir_argument(parser)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        result = measure(args.child, args.reference_dir)
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return None
+    common = ("--threads", str(args.threads), "--reference-dir", str(args.reference_dir))
+    return args, {name: run_child(script, "--child", name, *common) for name in names}

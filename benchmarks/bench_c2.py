@@ -10,14 +10,12 @@ memory); timings are the second repetition after one warm-up, like the original'
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import resource
 import time
 from pathlib import Path
 
-from _common import add_reference_dir_argument, run_child
+from _common import measure_in_children
 
 RECIPE = "DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x+Detic"
 SIZES = ((640, 640), (608, 640))
@@ -91,26 +89,15 @@ def measure_eval(reference_dir: Path) -> dict:
     return {"inference_forward_s": elapsed, "n_det": count}
 
 
-def child(name: str, reference_dir: Path, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    result = measure_train(reference_dir) if name == "train" else measure_eval(reference_dir)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+def measure(name: str, reference_dir: Path) -> dict:
+    return measure_train(reference_dir) if name == "train" else measure_eval(reference_dir)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    add_reference_dir_argument(parser)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args.child, args.reference_dir, args.threads)
+    measured = measure_in_children(__doc__, __file__, ("eval", "train"), measure)
+    if measured is None:
         return
-    common = ("--threads", str(args.threads), "--reference-dir", str(args.reference_dir))
-    results = {name: run_child(__file__, "--child", name, *common) for name in ("eval", "train")}
+    args, results = measured
     timing = args.reference_dir / "c2" / "timing_c2_full_r50_cpu.json"
     original = json.loads(timing.read_text())
     print(f"CenterNet2 {RECIPE}, CPU, {args.threads} threads, batch 2 {SIZES}, fp32")

@@ -9,13 +9,11 @@ shared/reference/timing_full_r50_cpu.json, which this script prints ratios again
 
 from __future__ import annotations
 
-import argparse
 import json
-import resource
 import time
 from pathlib import Path
 
-from _common import add_reference_dir_argument, run_child
+from _common import measure_in_children
 
 RECIPE = "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x"
 SIZES = ((512, 512), (480, 512))  # the original's benchmark batch
@@ -103,42 +101,22 @@ def measure_msda() -> dict:
     return {"msda_fwd_bwd_s": elapsed}
 
 
-def child(name: str, reference_dir: Path, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
+def measure(name: str, reference_dir: Path) -> dict:
     if name == "train":
-        result = measure_train(reference_dir)
-    elif name == "eval":
-        result = measure_eval(reference_dir, len(PROMPTS))
-    elif name == "eval_k50":
-        result = measure_eval(reference_dir, 50)
-    else:
-        result = measure_msda()
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+        return measure_train(reference_dir)
+    if name == "eval":
+        return measure_eval(reference_dir, len(PROMPTS))
+    if name == "eval_k50":
+        return measure_eval(reference_dir, 50)
+    return measure_msda()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    add_reference_dir_argument(parser)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child(args.child, args.reference_dir, args.threads)
+    names = ("msda", "eval", "eval_k50", "train")
+    measured = measure_in_children(__doc__, __file__, names, measure)
+    if measured is None:
         return
-    results = {}
-    for name in ("msda", "eval", "eval_k50", "train"):
-        results[name] = run_child(
-            __file__,
-            "--child",
-            name,
-            "--threads",
-            str(args.threads),
-            "--reference-dir",
-            str(args.reference_dir),
-        )
+    args, results = measured
     original = json.loads((args.reference_dir / "timing_full_r50_cpu.json").read_text())
     print(f"DECOLA {RECIPE}, CPU, {args.threads} threads, batch 2 ({SIZES[0]} + {SIZES[1]}), fp32")
     header = ("measurement", "decola s", "original s", "speed-up", "peak MiB")
