@@ -20,12 +20,23 @@ from decola_core.evaluation.lvis_eval import (
 )
 
 
+#: How much of a results file is looked at to see whether its records carry masks.
+PEEK_BYTES = 1 << 16
+
+
 def read_mask_records(path: str | Path) -> list[dict[str, Any]] | None:
-    """The result records of ``path`` if they carry masks (``segmentation``), else None."""
+    """The result records of ``path`` if they carry masks (``segmentation``), else None.
+
+    Box-only files are recognised from their first bytes, so scoring them reads them once."""
     import orjson
 
     path = Path(path)
     files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if not files:
+        return None
+    with open(files[0], "rb") as handle:
+        if b'"segmentation"' not in handle.read(PEEK_BYTES):
+            return None
     records: list[dict[str, Any]] = []
     for file in files:
         raw = file.read_bytes()

@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from decola_core.structures.boxes import box_area
+
 #: detectron2's clamp on the decoded log-size deltas: log(1000 / 16).
 SCALE_CLAMP = math.log(1000.0 / 16)
 
@@ -59,12 +61,9 @@ class BoxCoder:
         return torch.stack((x - 0.5 * w, y - 0.5 * h, x + 0.5 * w, y + 0.5 * h), dim=1)
 
 
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
 def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, M) IoU, 0 where boxes do not overlap (detectron2's, no +1)."""
+    """(N, M) IoU, 0 where boxes do not overlap (detectron2's: unlike ``box_iou`` it gives 0,
+    not NaN, for two identical empty boxes)."""
     width_height = torch.min(a[:, None, 2:], b[:, 2:]) - torch.max(a[:, None, :2], b[:, :2])
     width_height.clamp_(min=0)
     inter = width_height.prod(dim=2)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 from torch import nn
@@ -155,7 +156,8 @@ class CenterNet(nn.Module):
             self._image_targets(all_grids, strides, ranges, b.to(device).float()) for b in boxes
         ]
         distances, heatmaps = [], []
-        for level, (start, n) in enumerate(zip(_offsets(counts), counts, strict=True)):
+        starts = accumulate(counts[:-1], initial=0)
+        for level, (start, n) in enumerate(zip(starts, counts, strict=True)):
             stride = float(self.strides[level])
             distances += [d[start : start + n] / stride for d, _ in per_image]
             heatmaps += [h[start : start + n] for _, h in per_image]
@@ -300,14 +302,6 @@ class CenterNet(nn.Module):
                 boxes, scores = boxes[keep], scores[keep]
             results.append(Proposals(boxes, scores))
         return results
-
-
-def _offsets(counts: list[int]) -> list[int]:
-    out, total = [], 0
-    for n in counts:
-        out.append(total)
-        total += n
-    return out
 
 
 def giou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -15,16 +15,12 @@ from torchvision.ops import batched_nms, roi_align
 
 from decola_core.config.schema import RoIHeadsConfig
 from decola_core.errors import ConfigError
-from decola_core.modeling.centernet2.boxes import (
-    BoxCoder,
-    box_area,
-    clip_boxes,
-    nonempty,
-    pairwise_iou,
-)
+from decola_core.modeling.centernet2.boxes import BoxCoder, clip_boxes, nonempty, pairwise_iou
 from decola_core.modeling.centernet2.fpn import c2_xavier_fill
 from decola_core.modeling.centernet2.masks import MaskHead, polygon_mask_targets
 from decola_core.modeling.classifier import check_embedding_dim
+from decola_core.modeling.criterion import sample_federated_classes
+from decola_core.structures.boxes import box_area
 
 #: The objectness logit given to ground-truth boxes appended to the proposals.
 GT_LOGIT = math.log((1.0 - 1e-10) / (1 - (1.0 - 1e-10)))
@@ -93,17 +89,13 @@ class Draws:
         return torch.cat([positive[pos], negative[neg]])
 
     def federated_classes(
-        self, stage: int, appeared: torch.Tensor, weight: torch.Tensor, count: int
+        self, stage: int, labels: torch.Tensor, weight: torch.Tensor, count: int
     ) -> torch.Tensor:
-        """``appeared`` (sorted unique classes, background included) plus ``count`` classes
-        drawn without replacement with probability ∝ ``weight`` (appeared ones excluded)."""
-        num_classes = weight.numel()
-        prob = appeared.new_ones(num_classes + 1).float()
-        prob[-1] = 0
-        prob[:num_classes] = weight.float().clone()
-        prob[appeared] = 0
-        extra = torch.multinomial(prob, count, replacement=False, generator=self.generator)
-        return torch.cat([appeared, extra])
+        """The classes of ``labels`` (background, index C, counts as one of them) plus
+        classes drawn without replacement with probability ∝ ``weight`` (C,), ``count`` in
+        all (Detic's ``get_fed_loss_inds``)."""
+        with_background = torch.cat([weight.float(), weight.new_zeros(1)])
+        return sample_federated_classes(labels, with_background, count, self.generator)
 
 
 class ScaleGradient(torch.autograd.Function):
@@ -120,7 +112,12 @@ class ScaleGradient(torch.autograd.Function):
 
 
 class MultiLevelRoIAlign(nn.Module):
-    """detectron2's ROIPooler (ROIAlignV2): each box pooled from the level its size selects."""
+    """detectron2's ROIPooler (ROIAlignV2): each box pooled from the level its size selects.
+
+    Not torchvision's ``MultiScaleRoIAlign``: its level rule (``log2(s / 224) + 1e-6``, scales
+    inferred from feature sizes) differs from detectron2's ``log2(s / 224 + 1e-8)`` and moves
+    boxes near a level boundary to another level than the released models were trained with.
+    """
 
     def __init__(self, output_size: int, strides: list[int]) -> None:
         super().__init__()
@@ -371,12 +368,11 @@ class CascadeRoIHeads(nn.Module):
             target = target[:, :num_classes]
             weight: torch.Tensor | float = 1
             if self.use_fed_loss:
-                predictor = self.box_predictor[stage]
                 appeared = torch.unique(gt_classes)
-                if len(appeared) < self.fed_loss_classes:
-                    count = self.fed_loss_classes - len(appeared)
+                if len(appeared) < self.fed_loss_classes:  # the original draws only then
+                    freq = self.box_predictor[stage].freq_weight
                     appeared = draws.federated_classes(
-                        stage, appeared, predictor.freq_weight, count
+                        stage, gt_classes, freq, self.fed_loss_classes
                     )
                 mask = appeared.new_zeros(num_classes + 1)
                 mask[appeared] = 1
