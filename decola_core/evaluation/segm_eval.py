@@ -19,7 +19,6 @@ from decola_core.evaluation.lvis_eval import (
     summarize,
 )
 
-
 #: How much of a results file is looked at to see whether its records carry masks.
 PEEK_BYTES = 1 << 16
 

@@ -130,7 +130,7 @@ def set_vocabulary(model: nn.Module, embeddings: torch.Tensor) -> None:
             found = True
     if not found:
         raise InputError("the model has no zero-shot classifier whose vocabulary can change")
-    if hasattr(model, "num_classes"):
+    if "num_classes" in vars(model):  # a stored count (a model may derive it instead)
         model.num_classes = embeddings.shape[0]
 
 

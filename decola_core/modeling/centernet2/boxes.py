@@ -84,3 +84,28 @@ def clip_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor
 def nonempty(boxes: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
     """Boxes with both sides longer than ``threshold``."""
     return ((boxes[:, 2] - boxes[:, 0]) > threshold) & ((boxes[:, 3] - boxes[:, 1]) > threshold)
+
+
+def per_class_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Indices kept by NMS within each class, by decreasing score: torchvision's
+    ``batched_nms`` result, without its pass over all boxes for every class.
+
+    Candidates are grouped by class once (in index order, as ``batched_nms`` sees them);
+    a class with one candidate keeps it without running NMS.
+    """
+    from torchvision.ops import nms
+
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(classes, stable=True)
+    counts = torch.bincount(classes[order]).tolist()
+    keep = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    for group in order.split([c for c in counts if c]):
+        if len(group) == 1:
+            keep[group] = True
+        else:
+            keep[group[nms(boxes[group], scores[group], threshold)]] = True
+    kept = torch.nonzero(keep).squeeze(1)
+    return kept[scores[kept].sort(descending=True)[1]]

@@ -11,11 +11,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, roi_align
+from torchvision.ops import roi_align
 
 from decola_core.config.schema import RoIHeadsConfig
 from decola_core.errors import ConfigError
-from decola_core.modeling.centernet2.boxes import BoxCoder, clip_boxes, nonempty, pairwise_iou
+from decola_core.modeling.centernet2.boxes import (
+    BoxCoder,
+    clip_boxes,
+    nonempty,
+    pairwise_iou,
+    per_class_nms,
+)
 from decola_core.modeling.centernet2.fpn import c2_xavier_fill
 from decola_core.modeling.centernet2.masks import MaskHead, polygon_mask_targets
 from decola_core.modeling.classifier import check_embedding_dim
@@ -549,7 +555,7 @@ def _fast_rcnn_inference(
     index = keep_mask.nonzero()
     boxes = boxes[index[:, 0]]
     scores = scores[keep_mask]
-    keep = batched_nms(boxes.float(), scores, index[:, 1], nms_threshold)
+    keep = per_class_nms(boxes.float(), scores, index[:, 1], nms_threshold)
     if topk >= 0:
         keep = keep[:topk]
     return RoIDetections(boxes[keep], scores[keep], index[keep, 1])

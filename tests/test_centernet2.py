@@ -1,0 +1,120 @@
+"""The CenterNet2 family without reference data: its NMS and box coder against their
+definitions, and a tiny model built from a shipped C2 recipe that trains and detects."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import batched_nms
+
+from decola_core.config import load_recipe
+from decola_core.modeling import TrainStep, build_model
+from decola_core.modeling.centernet2.boxes import BoxCoder, per_class_nms
+from decola_core.modeling.centernet2.roi_heads import GroundTruth
+
+TINY = [
+    "model.backbone.name=resnet18",
+    "model.fpn.out_channels=64",
+    "model.roi_heads.fc_dim=32",
+    "model.roi_heads.mask_conv_dim=16",
+    "model.roi_heads.batch_size_per_image=16",
+    "model.roi_heads.image_label_proposals=8",
+    "model.centernet.pre_nms_topk_train=64",
+    "model.centernet.post_nms_topk_train=16",
+    "model.centernet.pre_nms_topk_test=64",
+    "model.centernet.post_nms_topk_test=16",
+    "model.classifier.num_classes=8",
+    "model.classifier.embed_dim=64",
+    "model.classifier.embeddings=toy/toy_clip_a+cname.npy",
+    "model.classifier.category_info=toy/annotations/toy_train.json",
+    "model.loss.fed_loss_num_classes=4",
+]
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 400, 3000])
+def test_per_class_nms_equals_torchvision(n: int) -> None:
+    gen = torch.Generator().manual_seed(n)
+    xy = torch.rand(n, 2, generator=gen) * 200
+    boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=gen) * 80 + 1], 1)
+    scores = torch.rand(n, generator=gen)
+    classes = torch.randint(0, 50, (n,), generator=gen)
+    assert torch.equal(
+        per_class_nms(boxes, scores, classes, 0.5), batched_nms(boxes, scores, classes, 0.5)
+    )
+
+
+def test_box_coder_round_trip() -> None:
+    gen = torch.Generator().manual_seed(0)
+    source = torch.tensor([[10.0, 20.0, 50.0, 90.0], [0.0, 0.0, 8.0, 8.0]])
+    target = source + torch.rand(2, 4, generator=gen) * 4
+    for weights in ((10, 10, 5, 5), (30, 30, 15, 15)):
+        coder = BoxCoder(weights)
+        torch.testing.assert_close(coder.decode(coder.encode(source, target), source), target)
+
+
+def _ellipse(box: list[float]) -> list[np.ndarray]:
+    x0, y0, x1, y1 = box
+    angles = np.arange(16) * 2 * math.pi / 16
+    ring = np.stack([(x0 + x1) / 2 + (x1 - x0) / 2 * np.cos(angles),
+                     (y0 + y1) / 2 + (y1 - y0) / 2 * np.sin(angles)], 1)  # fmt: skip
+    return [ring.reshape(-1)]
+
+
+@pytest.fixture()
+def tiny(toy_data_root):
+    torch.manual_seed(0)
+    recipe = load_recipe("DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x+Detic", TINY)
+    return build_model(recipe, data_root=toy_data_root)
+
+
+def test_tiny_c2_trains_on_box_and_image_batches(tiny) -> None:
+    gen = torch.Generator().manual_seed(1)
+    images = [
+        torch.randint(0, 256, (3, 96, 128), generator=gen, dtype=torch.uint8) for _ in range(2)
+    ]
+    boxes = [[[8.0, 10.0, 60.0, 70.0], [50.0, 20.0, 120.0, 90.0]], [[30.0, 30.0, 90.0, 80.0]]]
+    targets = [
+        GroundTruth(torch.tensor(b), torch.arange(len(b)), [_ellipse(x) for x in b], [1, 2])
+        for b in boxes
+    ]
+    tiny.train()
+    losses = tiny.forward_train(images, targets, ann_type="box")
+    assert {"loss_mask", "loss_centernet_loc", "loss_cls_stage2", "image_loss_stage0"} <= set(
+        losses
+    )
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert float(losses["loss_mask"]) > 0 and float(losses["image_loss_stage0"]) == 0
+    sum(losses.values()).backward()
+    assert tiny.roi_heads.mask_head.predictor.weight.grad is not None
+    tiny.zero_grad(set_to_none=True)
+    weak = tiny.forward_train(images, targets, ann_type="image")
+    assert float(weak["image_loss_stage0"]) > 0 and float(weak["loss_centernet_loc"]) == 0
+    sum(weak.values()).backward()
+    assert tiny.roi_heads.mask_head.predictor.weight.grad is None  # no mask loss on image data
+    # the trainer's batch format (normalised cxcywh boxes) reaches the same loss terms
+    cxcywh = [
+        {"labels": t.classes, "boxes": torch.cat([(t.boxes[:, :2] + t.boxes[:, 2:]) / 2,
+                                                 t.boxes[:, 2:] - t.boxes[:, :2]], 1)
+         / torch.tensor([128.0, 96.0, 128.0, 96.0])}
+        for t in targets
+    ]  # fmt: skip
+    step = TrainStep(images, cxcywh, [], False, torch.Generator(), np.random.default_rng(0))
+    assert set(tiny.training_step(step)) == set(losses)
+
+
+def test_tiny_c2_detects_boxes_and_masks_in_any_vocabulary(tiny) -> None:
+    tiny.eval()
+    image = torch.randint(0, 256, (3, 96, 128), generator=torch.Generator().manual_seed(2),
+                          dtype=torch.uint8)  # fmt: skip
+    (dets,) = tiny.detect([image], [(192, 256)], max_detections=20)
+    assert 0 < len(dets) <= 20 and dets.image_size == (192, 256)
+    assert dets.masks.shape == (len(dets), 192, 256) and dets.masks.dtype == torch.bool
+    assert float(dets.boxes[:, 2].max()) <= 256 and float(dets.boxes[:, 3].max()) <= 192
+    (only,) = tiny.detect([image], [(96, 128)], allowed_classes=[torch.tensor([3])])
+    assert set(only.labels.tolist()) <= {3}
+    tiny.set_vocabulary(torch.randn(3, 64))
+    (custom,) = tiny.detect([image], [(96, 128)])
+    assert tiny.num_classes == 3 and set(custom.labels.tolist()) <= {0, 1, 2}
