@@ -118,3 +118,53 @@ def test_tiny_c2_detects_boxes_and_masks_in_any_vocabulary(tiny) -> None:
     tiny.set_vocabulary(torch.randn(3, 64))
     (custom,) = tiny.detect([image], [(96, 128)])
     assert tiny.num_classes == 3 and set(custom.labels.tolist()) <= {0, 1, 2}
+
+
+def test_model_evaluation_of_a_c2_model_scores_boxes_and_masks(
+    decola, tiny, toy_data_root, tmp_path
+) -> None:
+    """``decola eval`` with a C2 checkpoint over a polygon-annotated set: the predictions
+    carry RLE masks at each image's size, and mask AP is written beside box AP."""
+    import json
+
+    from PIL import Image
+
+    from decola_core.config import dump_recipe
+    from decola_core.evaluation.lvis_eval import GroundTruth as Truth
+    from decola_core.evaluation.segm_eval import evaluate_segm
+    from decola_core.modeling.checkpoint import save_weights
+
+    recipe = load_recipe("DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x+Detic", TINY)
+    (tmp_path / "tiny.yaml").write_text(dump_recipe(recipe))
+    weights = save_weights(tiny, tmp_path / "tiny.pth")
+    images_dir = tmp_path / "images"
+    images_dir.mkdir()
+    gen = np.random.default_rng(0)
+    images, annotations = [], []
+    for i, (h, w) in enumerate(((96, 128), (120, 90)), start=1):
+        Image.fromarray(gen.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+            images_dir / f"{i}.png"
+        )
+        images.append({"id": i, "file_name": f"{i}.png", "height": h, "width": w,
+                       "neg_category_ids": [], "not_exhaustive_category_ids": []})  # fmt: skip
+        polygon = _ellipse([10.0, 12.0, 70.0, 80.0])[0].tolist()
+        annotations.append({"id": i, "image_id": i, "category_id": i, "bbox": [10, 12, 60, 68],
+                            "area": 60.0 * 68, "segmentation": [polygon]})  # fmt: skip
+    categories = [{"id": c + 1, "name": f"shape{c}", "frequency": "cfr"[c % 3]} for c in range(8)]
+    gt = {"images": images, "annotations": annotations, "categories": categories}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    out = tmp_path / "eval"
+    result = decola(
+        "eval", "--config", str(tmp_path / "tiny.yaml"), "--weights", str(weights),
+        "--annotations", str(tmp_path / "gt.json"), "--images", str(images_dir),
+        "--data-root", str(toy_data_root), "--output-dir", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "mask AP" in result.stdout
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert predictions and all(isinstance(p["segmentation"]["counts"], str) for p in predictions)
+    sizes = {i["id"]: [i["height"], i["width"]] for i in images}
+    assert all(p["segmentation"]["size"] == sizes[p["image_id"]] for p in predictions)
+    segm = json.loads((out / "metrics_segm.json").read_text())
+    reference = evaluate_segm(Truth(gt), predictions, max_dets=300, backend="lvis-api")
+    assert segm["AP"] == pytest.approx(reference.metrics["AP"], abs=1e-6)
