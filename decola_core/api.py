@@ -17,6 +17,7 @@ from decola_core.engine.predict import (
     recipe_for_weights,
     run_predict,
     use_custom_vocabulary,
+    with_masks,
 )
 from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor, as_uint8_chw
@@ -48,6 +49,26 @@ class Detector:
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
+        #: (image, boxes) -> masks for every detection (see :meth:`use_sam`); None: the
+        #: detector's own masks, if it predicts any.
+        self.masker = None
+
+    def use_sam(
+        self,
+        checkpoint: str | Path,
+        *,
+        model_type: str | None = None,
+        cache_dir: str | Path = "~/.cache/decola",
+        offline: bool = False,
+    ) -> None:
+        """Give every detection a Segment Anything mask prompted with its box (a SAM
+        checkpoint file or zoo name; needs ``pip install 'decola[sam]'``)."""
+        from decola_core.modeling.sam import BoxPromptedMasks
+
+        path = resolve_weights(str(checkpoint), Path(cache_dir).expanduser(), offline=offline)
+        self.masker = BoxPromptedMasks(
+            path, model_type=model_type, device=self.predictor.model.device
+        )
 
     @classmethod
     def from_pretrained(
@@ -109,7 +130,7 @@ class Detector:
     def predict_files(self, job, on_image=None) -> list[Path]:
         """``decola predict``: a JSON and an annotated PNG per image file of ``job``
         (:class:`~decola_core.jobs.PredictJob`); returns the JSON paths."""
-        return run_predict(self.predictor, job, on_image=on_image)
+        return run_predict(self.predictor, job, on_image=on_image, masker=self.masker)
 
     @property
     def class_names(self) -> list[str]:
@@ -135,6 +156,8 @@ class Detector:
         prompts = wanted if wanted is not None and conditioned else None
         raw = self.predictor([tensor], prompts)[0]
         kept = filter_detections(raw, threshold, max_detections, wanted)
+        if self.masker is not None:
+            kept = with_masks(kept, tensor, self.masker)
         names = self.class_names
         return NamedDetections(
             kept.boxes,

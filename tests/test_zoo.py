@@ -378,6 +378,7 @@ def test_registry_has_every_row_of_the_original_zoo_tables() -> None:
         "pseudo-labels",
         "metadata",
         "clip",
+        "sam",
     }
     names = [a.name for a in registry]
     assert all(n == n.lower() for n in names)

@@ -55,6 +55,18 @@ class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
         default=Path("predictions"),
     )
     device: str = option("--device", help="cpu, cuda or cuda:N.", default="cpu")
+    masks: Literal["model", "sam"] = option(
+        "--masks",
+        help="model: the detector's own masks (CenterNet2 models); sam: Segment Anything "
+        "prompted with each box (pip install 'decola[sam]').",
+        default="model",
+    )
+    sam_checkpoint: str | None = option(
+        "--sam-checkpoint", help="SAM weights for --masks sam: a file or zoo name (sam-vit-h)."
+    )
+    sam_model: Literal["vit_h", "vit_l", "vit_b"] | None = option(
+        "--sam-model", help="SAM variant (default: from the checkpoint's file name)."
+    )
 
     @field_validator("classes", mode="after")
     @classmethod
@@ -104,6 +116,16 @@ def predict_command(settings: PredictSettings) -> None:
         )
         how = "cached" if hit else "embedded"
         err.print(f"custom vocabulary of {len(settings.classes)} name(s) ({how})")
+    if settings.masks == "sam":
+        if not settings.sam_checkpoint:
+            raise ConfigError("--masks sam needs --sam-checkpoint FILE (or a zoo name: sam-vit-h)")
+        detector.use_sam(
+            settings.sam_checkpoint,
+            model_type=settings.sam_model,
+            cache_dir=settings.cache_dir,
+            offline=settings.offline,
+        )
+        err.print(f"masks from Segment Anything ({settings.sam_checkpoint})")
     extra = {"threshold": settings.threshold, "max_detections": settings.max_dets}
     job = PredictJob(
         images=images,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -118,13 +119,20 @@ def draw_detections(image, detections: Detections, names: Sequence[str]):
     return draw_boxes(image, detections.boxes.cpu().numpy(), texts, labels)
 
 
+def with_masks(detections: Detections, image: torch.Tensor, masker) -> Detections:
+    """``detections`` with the masks ``masker(image, boxes)`` gives (e.g. SAM's)."""
+    return replace(detections, masks=masker(image, detections.boxes))
+
+
 def run_predict(
     predictor: Predictor,
     job: PredictJob,
     on_image: Callable[[Path, Detections], None] | None = None,
+    masker: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[Path]:
     """Detect in every image; write ``<stem>.json`` and ``<stem>.png`` per image (atomically).
-    Returns the JSON paths. Output names keep the folder structure when stems collide."""
+    Returns the JSON paths. Output names keep the folder structure when stems collide.
+    ``masker`` (image, boxes) -> masks replaces the detector's own masks (if any)."""
 
     names = predictor.class_names
     if names is None:
@@ -144,6 +152,8 @@ def run_predict(
         detections = filter_detections(
             predictor([image], prompts)[0], job.threshold, job.max_detections, wanted
         )
+        if masker is not None:
+            detections = with_masks(detections, image, masker)
         record = detections_record(detections, names, path)
         target = job.output_dir / f"{stem}.json"
         atomic_write_text(target, json.dumps(record) + "\n", protect=(path,))

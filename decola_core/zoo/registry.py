@@ -24,7 +24,7 @@ BUILTIN_REGISTRY = Path(__file__).with_name("registry.yaml")
 REGISTRY_ENV = "DECOLA_ZOO_REGISTRY"
 ZOO_PREFIX = "zoo:"
 
-Kind = Literal["checkpoint", "backbone", "pseudo-labels", "metadata", "clip"]
+Kind = Literal["checkpoint", "backbone", "pseudo-labels", "metadata", "clip", "sam"]
 
 
 class ZooError(DecolaError):
