@@ -168,3 +168,43 @@ def test_model_evaluation_of_a_c2_model_scores_boxes_and_masks(
     segm = json.loads((out / "metrics_segm.json").read_text())
     reference = evaluate_segm(Truth(gt), predictions, max_dets=300, backend="lvis-api")
     assert segm["AP"] == pytest.approx(reference.metrics["AP"], abs=1e-6)
+
+
+def test_masks_computed_once_per_roi_equal_per_detection_masks(tiny) -> None:
+    """Detections of one RoI share its box, so one mask per RoI serves all its classes: the
+    result equals running the mask head on every detection's box."""
+    tiny.eval()
+    image = torch.randint(0, 256, (3, 96, 128), generator=torch.Generator().manual_seed(3),
+                          dtype=torch.uint8)  # fmt: skip
+    with torch.no_grad():
+        (result,) = tiny.forward_test([image], max_detections=50)
+        assert len(torch.unique(result.rois)) < len(result.rois)  # classes share RoIs here
+        batch, _ = tiny.preprocess([image])
+        features = tiny.features(batch)
+        heads = tiny.roi_heads
+        pooled = heads.mask_pooler([features[f] for f in tiny.roi_features], [result.boxes])
+        every = heads.mask_head(pooled).sigmoid()
+    torch.testing.assert_close(result.mask_probs, every)
+
+
+@pytest.mark.parametrize("num_rois", [0, 1, 40, 600])
+def test_roi_align_equals_torchvision_forward_and_backward(num_rois: int) -> None:
+    """The CPU RoIAlign (sparse weights) against torchvision's kernel, with boxes inside,
+    across and outside the map, empty and large, on several images."""
+    from torchvision.ops import roi_align as reference
+
+    from decola_core.modeling.ops.roi_align import roi_align
+
+    gen = torch.Generator().manual_seed(num_rois)
+    features = torch.randn(3, 16, 20, 24, generator=gen, requires_grad=True)
+    xy = torch.rand(num_rois, 2, generator=gen) * 220 - 30
+    wh = torch.rand(num_rois, 2, generator=gen) * 150
+    wh[: num_rois // 10] = 0  # empty boxes
+    rois = torch.cat([torch.randint(0, 3, (num_rois, 1), generator=gen).float(), xy, xy + wh], 1)
+    weights = torch.randn(num_rois, 16, 7, 7, generator=gen)
+    mine = roi_align(features, rois, 7, 1 / 8)
+    (grad_mine,) = torch.autograd.grad((mine * weights).sum(), features)
+    theirs = reference(features, rois, 7, 1 / 8, 0, aligned=True)
+    (grad_theirs,) = torch.autograd.grad((theirs * weights).sum(), features)
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_mine, grad_theirs, rtol=1e-5, atol=1e-5)

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import roi_align
 
 from decola_core.config.schema import RoIHeadsConfig
 from decola_core.errors import ConfigError
@@ -26,6 +25,7 @@ from decola_core.modeling.centernet2.fpn import c2_xavier_fill
 from decola_core.modeling.centernet2.masks import MaskHead, polygon_mask_targets
 from decola_core.modeling.classifier import check_embedding_dim
 from decola_core.modeling.criterion import sample_federated_classes
+from decola_core.modeling.ops.roi_align import roi_align
 from decola_core.structures.boxes import box_area
 
 #: The objectness logit given to ground-truth boxes appended to the proposals.
@@ -74,6 +74,7 @@ class RoIDetections:
     boxes: torch.Tensor
     scores: torch.Tensor
     classes: torch.Tensor
+    rois: torch.Tensor  # (n,) the RoI each detection comes from (one box for all its classes)
     mask_probs: torch.Tensor | None = None  # (n, 1, 28, 28)
 
 
@@ -149,7 +150,7 @@ class MultiLevelRoIAlign(nn.Module):
         for i, (feature, scale) in enumerate(zip(features, self.scales, strict=True)):
             inds = torch.nonzero(level == i, as_tuple=True)[0]
             if len(inds):
-                pooled = roi_align(feature, rois[inds], self.output_size, scale, 0, aligned=True)
+                pooled = roi_align(feature, rois[inds], self.output_size, scale)
                 out.index_put_((inds,), pooled)
         return out
 
@@ -523,10 +524,17 @@ class CascadeRoIHeads(nn.Module):
                 )
             )
         if self.mask_on:
-            pooled = self.mask_pooler(features, [r.boxes for r in results])
-            probs = self.mask_head(pooled).sigmoid().split([len(r.boxes) for r in results])
-            for result, prob in zip(results, probs, strict=True):
-                result.mask_probs = prob
+            # Detections of one RoI share its box (regression is class-agnostic), so each
+            # distinct RoI's mask is computed once and given to all its classes.
+            distinct = [torch.unique(r.rois, return_inverse=True) for r in results]
+            boxes = [
+                r.boxes.new_zeros((len(u), 4)).index_copy_(0, inverse, r.boxes)
+                for r, (u, inverse) in zip(results, distinct, strict=True)
+            ]
+            pooled = self.mask_pooler(features, boxes)
+            probs = self.mask_head(pooled).sigmoid().split([len(b) for b in boxes])
+            for result, prob, (_, inverse) in zip(results, probs, distinct, strict=True):
+                result.mask_probs = prob[inverse]
         return results
 
 
@@ -558,4 +566,4 @@ def _fast_rcnn_inference(
     keep = per_class_nms(boxes.float(), scores, index[:, 1], nms_threshold)
     if topk >= 0:
         keep = keep[:topk]
-    return RoIDetections(boxes[keep], scores[keep], index[keep, 1])
+    return RoIDetections(boxes[keep], scores[keep], index[keep, 1], index[keep, 0])
