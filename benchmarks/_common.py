@@ -19,24 +19,28 @@ def add_reference_dir_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_child(script: str, *args: str) -> dict:
-    """Run ``script`` again in a fresh process (so its peak memory and imports are its own) and
-    return the JSON object it prints last."""
+def run_child(script: str, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``script`` again in a fresh process (so its peak memory and imports are its own),
+    with ``env`` added to the environment, and return the JSON object it prints last."""
     proc = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, check=True
+        [sys.executable, script, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure_in_children(
-    doc: str, script: str, names: tuple[str, ...], measure
+    doc: str, script: str, names: tuple[str, ...], measure, envs: dict[str, dict] | None = None
 ) -> tuple[argparse.Namespace, dict] | None:
     """The command line of a model benchmark (``--threads``, ``--reference-dir``).
 
-    Run normally, it measures each of ``names`` in a fresh process and returns (arguments,
-    {name: result}). Run as such a child (``--child NAME``), it calls
-    ``measure(name, reference_dir)`` with torch's threads set, prints the result with the
-    process's peak resident memory as JSON, and returns None.
+    Run normally, it measures each of ``names`` in a fresh process (with ``envs[name]`` added
+    to its environment) and returns (arguments, {name: result}). Run as such a child
+    (``--child NAME``), it calls ``measure(name, reference_dir)`` with torch's threads set,
+    prints the result with the process's peak resident memory as JSON, and returns None.
     """
     import resource
 
@@ -54,4 +58,8 @@ def measure_in_children(
         print(json.dumps(result))
         return None
     common = ("--threads", str(args.threads), "--reference-dir", str(args.reference_dir))
-    return args, {name: run_child(script, "--child", name, *common) for name in names}
+    envs = envs or {}
+    results = {
+        name: run_child(script, "--child", name, *common, env=envs.get(name)) for name in names
+    }
+    return args, results

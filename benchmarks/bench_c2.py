@@ -3,7 +3,9 @@
 The batch of the original's figures (shared/reference/c2/timing_c2_full_r50_cpu.json): two
 random images of 640x640 and 608x640, 3 + 2 ground-truth boxes with polygon masks, 'box'
 batch, random init, fp32. Each measurement runs in its own process (its own peak resident
-memory); timings are the second repetition after one warm-up, like the original's.
+memory); timings are the second repetition after one warm-up, like the original's. The
+original's file has no memory figure, so the same run also measures a baseline with
+torchvision's RoIAlign (``DECOLA_ROI_ALIGN=torchvision``) for time and peak memory.
 
     python benchmarks/bench_c2.py [--threads 2] [--reference-dir ../shared/reference]
 """
@@ -90,11 +92,18 @@ def measure_eval(reference_dir: Path) -> dict:
 
 
 def measure(name: str, reference_dir: Path) -> dict:
-    return measure_train(reference_dir) if name == "train" else measure_eval(reference_dir)
+    """``train`` / ``eval``, with an optional ``_tv`` suffix (run under the baseline env)."""
+    if name.startswith("train"):
+        return measure_train(reference_dir)
+    return measure_eval(reference_dir)
 
 
 def main() -> None:
-    measured = measure_in_children(__doc__, __file__, ("eval", "train"), measure)
+    baseline = {"DECOLA_ROI_ALIGN": "torchvision"}
+    measured = measure_in_children(
+        __doc__, __file__, ("eval", "train", "eval_tv", "train_tv"), measure,
+        envs={"eval_tv": baseline, "train_tv": baseline},
+    )  # fmt: skip
     if measured is None:
         return
     args, results = measured
@@ -102,17 +111,22 @@ def main() -> None:
     original = json.loads(timing.read_text())
     print(f"CenterNet2 {RECIPE}, CPU, {args.threads} threads, batch 2 {SIZES}, fp32")
     print(f"original: {timing} (its second repetition; the file's two runs differ by ~15%)")
-    header = ("measurement", "decola s", "original s", "speed-up", "peak MiB")
-    print(f"{header[0]:34s} {header[1]:>9s} {header[2]:>11s} {header[3]:>9s} {header[4]:>9s}")
+    print("baseline: this run with torchvision's RoIAlign (DECOLA_ROI_ALIGN=torchvision)")
+    header = ("measurement", "decola s", "original s", "x orig", "base s", "x base", "MiB",
+              "base MiB")  # fmt: skip
+    print(f"{header[0]:28s}" + "".join(f"{h:>11s}" for h in header[1:]))
     for label, key, run in (
         ("inference (masks pasted)", "inference_forward_s", "eval"),
         ("train forward (+ losses)", "train_forward_s", "train"),
         ("train backward", "backward_s", "train"),
         ("train forward + backward", "train_fwd_bwd_s", "train"),
     ):
-        mine, theirs = results[run][key], original[key][-1]
-        peak = results[run]["peak_rss_mib"]
-        print(f"{label:34s} {mine:9.2f} {theirs:11.2f} {theirs / mine:8.2f}x {peak:9.0f}")
+        mine, theirs, base = results[run][key], original[key][-1], results[run + "_tv"][key]
+        peak, base_peak = results[run]["peak_rss_mib"], results[run + "_tv"]["peak_rss_mib"]
+        print(
+            f"{label:28s}{mine:11.2f}{theirs:11.2f}{theirs / mine:10.2f}x{base:11.2f}"
+            f"{base / mine:10.2f}x{peak:11.0f}{base_peak:11.0f}"
+        )
     print(f"detections per image: {results['eval']['n_det']} (original {original['n_det']})")
 
 

@@ -5,11 +5,13 @@ CenterNet2's cascade (thousands of RoIs per batch, three stages) that was half o
 step. Here the bilinear weights of every sampling point are gathered once into a sparse
 (RoI bins x feature pixels) matrix, so the forward pass is one sparse-dense product and the
 backward pass its transpose. The values equal torchvision's (same sampling points, bounds and
-clamping; only the order of the sums differs). On CUDA torchvision's kernel is used.
+clamping; only the order of the sums differs). On CUDA torchvision's kernel is used, and
+``DECOLA_ROI_ALIGN=torchvision`` uses it everywhere (e.g. as a benchmark's baseline).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -21,7 +23,8 @@ def roi_align(
 ) -> torch.Tensor:
     """(R, C, s, s) features of ``rois`` (R, 5: batch index, x1, y1, x2, y2) in ``features``
     (B, C, H, W); adaptive sampling (``sampling_ratio=0``), ``aligned=True``."""
-    if features.device.type != "cpu" or len(rois) == 0:
+    forced = os.environ.get("DECOLA_ROI_ALIGN", "auto") == "torchvision"
+    if forced or features.device.type != "cpu" or len(rois) == 0:
         return torchvision_roi_align(features, rois, output_size, spatial_scale, 0, aligned=True)
     return _SparseRoIAlign.apply(features, rois, output_size, spatial_scale)
 
