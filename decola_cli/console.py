@@ -1,9 +1,19 @@
 """The rich consoles of the CLI: results go to stdout, messages and errors to stderr."""
 
+import os
+import sys
+
 from rich.console import Console
 from rich.markup import escape
 
-out = Console(highlight=False)
+#: Tables written to a file or pipe are laid out this wide (rich's default, 80 columns, folds
+#: recipe and zoo names mid-word, which makes them impossible to copy).
+FILE_WIDTH = 200
+
+out = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else FILE_WIDTH,
+)
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # messages never wrap: paths stay whole
 
 

@@ -208,3 +208,20 @@ def test_roi_align_equals_torchvision_forward_and_backward(num_rois: int) -> Non
     (grad_theirs,) = torch.autograd.grad((theirs * weights).sum(), features)
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grad_mine, grad_theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_a_checkpoint_with_other_class_embeddings_keeps_the_recipes(tiny) -> None:
+    """As for the DETR models: the recipe's embedding file wins over a checkpoint's copy, a
+    different vocabulary size is skipped by shape, and both are reported."""
+    from decola_core.modeling import load_weights
+
+    state = {k: v.clone() for k, v in tiny.state_dict().items()}
+    own = tiny.roi_heads.box_predictor[0].cls_score.zs_weight.clone()
+    key = "roi_heads.box_predictor.0.cls_score.zs_weight"
+    state[key] = torch.randn_like(state[key])
+    report = load_weights(tiny, state)
+    assert report.notes == [key] and not report.missing and not report.unexpected
+    assert torch.equal(tiny.roi_heads.box_predictor[0].cls_score.zs_weight, own)
+    state[key] = torch.randn(64, 11)  # ten classes and background
+    report = load_weights(tiny, state)
+    assert [k for k, _, _ in report.shape_mismatch] == [key]

@@ -70,3 +70,29 @@ def test_eval_scores_masks_and_boxes(decola, tmp_path: Path) -> None:
     reference = evaluate_segm(GroundTruth(gt), dets, max_dets=300, backend="lvis-api")
     assert segm["AP"] == pytest.approx(reference.metrics["AP"], abs=1e-6)
     assert "metrics.json" in written
+
+
+def test_coco_mask_ap_equals_pycocotools() -> None:
+    """A COCO-format set (no LVIS frequencies): mask AP as pycocotools' COCOeval gives it."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt_data, dets = with_masks(4)
+    for c in gt_data["categories"]:
+        c.pop("frequency")
+    for a in gt_data["annotations"]:
+        a["iscrowd"] = 0
+    ours = evaluate_segm(GroundTruth(gt_data), dets, max_dets=100, protocol="coco")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt_data
+        coco.createIndex()
+        evaluator = COCOeval(coco, coco.loadRes(dets), iouType="segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert ours.metrics["AP"] == pytest.approx(evaluator.stats[0] * 100, abs=1e-6)
+    assert ours.metrics["AP50"] == pytest.approx(evaluator.stats[1] * 100, abs=1e-6)

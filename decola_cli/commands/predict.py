@@ -92,6 +92,8 @@ def predict_command(settings: PredictSettings) -> None:
     from decola_core.errors import ConfigError
     from decola_core.utils.progress import progress_bar
 
+    if settings.masks == "sam" and not settings.sam_checkpoint:
+        raise ConfigError("--masks sam needs --sam-checkpoint FILE (or a zoo name: sam-vit-h)")
     images = collect_images(settings.inputs)
     detector = Detector.from_pretrained(
         settings.weights,
@@ -117,8 +119,6 @@ def predict_command(settings: PredictSettings) -> None:
         how = "cached" if hit else "embedded"
         err.print(f"custom vocabulary of {len(settings.classes)} name(s) ({how})")
     if settings.masks == "sam":
-        if not settings.sam_checkpoint:
-            raise ConfigError("--masks sam needs --sam-checkpoint FILE (or a zoo name: sam-vit-h)")
         detector.use_sam(
             settings.sam_checkpoint,
             model_type=settings.sam_model,
