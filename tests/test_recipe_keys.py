@@ -13,7 +13,7 @@ from decola_core.config import load_recipe
 from decola_core.config.schema import SolverConfig
 from decola_core.data.lvis import LvisDataset
 from decola_core.data.samplers import BatchPlanner, TrainStream
-from decola_core.data.transforms import RandomFlip, build_train_augmentation
+from decola_core.data.transforms import RandomFlip, Sample, build_train_augmentation
 from decola_core.engine.solver import clip_gradients
 from decola_core.errors import ConfigError
 from decola_core.jobs import SelfLabelJob
@@ -28,11 +28,11 @@ def test_vertical_and_no_flip() -> None:
     image = torch.arange(3 * 3 * 4, dtype=torch.uint8).view(3, 3, 4)
     boxes = np.array([[0.0, 0.0, 2.0, 1.0]])
     always = np.random.default_rng(0)
-    flipped, moved = RandomFlip(prob=1.0, direction="vertical")((image, boxes), always)
-    assert torch.equal(flipped, image.flip(-2))
-    assert moved.tolist() == [[0.0, 2.0, 2.0, 3.0]]  # y measured from the bottom, x kept
-    same, kept = RandomFlip(prob=1.0, direction="none")((image, boxes), always)
-    assert same is image and kept is boxes
+    flipped = RandomFlip(prob=1.0, direction="vertical")(Sample(image, boxes), always)
+    assert torch.equal(flipped.image, image.flip(-2))
+    assert flipped.boxes.tolist() == [[0.0, 2.0, 2.0, 3.0]]  # y measured from the bottom
+    same = RandomFlip(prob=1.0, direction="none")(Sample(image, boxes), always)
+    assert same.image is image and same.boxes is boxes
 
 
 def test_detr_crop_follows_crop_enabled() -> None:

@@ -78,10 +78,6 @@ SETTLED_KEYS = {
     "MODEL.DETR.MIXED_SELECTION": "not used by any released model; not supported",
     "MODEL.DETR.USE_ADAPTIVE_NUM_QUERY_FOR_EVALUATION": "box-efficiency analysis; not supported",
     "MODEL.DETR.PER_CLASS_NUM_QUERY": "box-efficiency analysis; not supported",
-    "INPUT.TRAIN_SIZE": "EfficientDet resize-crop (CenterNet2 recipes); not supported yet",
-    "INPUT.SCALE_RANGE": "EfficientDet resize-crop (CenterNet2 recipes); not supported yet",
-    "DATALOADER.DATASET_INPUT_SIZE": "EfficientDet resize-crop; not supported yet",
-    "DATALOADER.DATASET_INPUT_SCALE": "EfficientDet resize-crop; not supported yet",
     "TEST.EVAL_PERIOD": "no evaluation during training: run decola eval or train --eval-only",
 }
 
@@ -331,6 +327,8 @@ RULES: list[Rule] = [
             "INPUT.MIN_SIZE_TRAIN": "data.min_size_train",
             "INPUT.MIN_SIZE_TRAIN_SAMPLING": "data.min_size_train_sampling",
             "INPUT.MAX_SIZE_TRAIN": "data.max_size_train",
+            "INPUT.TRAIN_SIZE": "data.train_size",
+            "INPUT.SCALE_RANGE": "data.scale_range",
             "INPUT.CROP.ENABLED": "data.crop.enabled",
             "INPUT.CROP.TYPE": "data.crop.type",
             "INPUT.CROP.SIZE": "data.crop.size",
@@ -639,6 +637,11 @@ def _import_train_sets(flat: Mapping[str, Any], recipe: dict[str, Any]) -> None:
                         flat, "DATALOADER.DATASET_MIN_SIZES", i, [[640, 800], [320, 400]]
                     )
                     entry["max_size"] = _at(flat, "DATALOADER.DATASET_MAX_SIZES", i, [1333, 667])
+                elif aug == "EfficientDetResizeCrop":
+                    entry["input_size"] = _at(flat, "DATALOADER.DATASET_INPUT_SIZE", i, [640, 320])
+                    entry["input_scale"] = _at(
+                        flat, "DATALOADER.DATASET_INPUT_SCALE", i, [[0.1, 2.0], [0.5, 1.5]]
+                    )
         entries.append(entry)
     if entries:
         _set(recipe, "data.train", entries)

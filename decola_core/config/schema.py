@@ -303,6 +303,12 @@ class TrainDataset(Section):
         None, description="Short-side sizes: a [lo, hi] range or a list of choices."
     )
     max_size: int | None = Field(None, gt=0)
+    input_size: int | None = Field(
+        None, gt=0, description="EfficientDet resize-crop: the square output size for this set."
+    )
+    input_scale: list[float] | None = Field(
+        None, description="EfficientDet resize-crop: the [lo, hi] random scale for this set."
+    )
     score_threshold: float = Field(
         0.0, ge=0.0, le=1.0, description="Drop pseudo boxes scoring below this (per box)."
     )
@@ -344,6 +350,15 @@ class DataConfig(Section):
     min_size_train: list[int] = Field(default_factory=lambda: [800])
     min_size_train_sampling: Literal["choice", "range", "range_by_clipping"] = "choice"
     max_size_train: int = Field(1333, gt=0)
+    train_size: int = Field(
+        640,
+        gt=0,
+        description="EfficientDet resize-crop: the square output size (INPUT.TRAIN_SIZE).",
+    )
+    scale_range: list[float] = Field(
+        default_factory=lambda: [0.1, 2.0],
+        description="EfficientDet resize-crop: the random scale range (INPUT.SCALE_RANGE).",
+    )
     crop: CropConfig = Field(
         default_factory=CropConfig, description="The random crop of the detr augmentation."
     )
@@ -404,6 +419,8 @@ class SolverConfig(Section):
 
     @model_validator(mode="after")
     def _check_steps(self) -> SolverConfig:
+        if self.lr_scheduler != "multistep":  # steps are read by the multi-step schedule only
+            return self
         if any(s >= self.max_iter for s in self.steps):
             raise ValueError(f"steps {self.steps} must all be below max_iter {self.max_iter}")
         if self.steps != sorted(self.steps):

@@ -210,9 +210,17 @@ class DatasetCatalog:
     def __contains__(self, name: str) -> bool:
         return name in self._specs
 
-    def open(self, name: str, *, min_score: float = 0.0, drop_empty: bool = False):
+    def open(
+        self,
+        name: str,
+        *,
+        min_score: float = 0.0,
+        drop_empty: bool = False,
+        with_polygons: bool = False,
+    ):
         """The dataset's records (an LVIS-base view is built from LVIS when its file is absent);
-        ``drop_empty`` leaves out images without boxes."""
+        ``drop_empty`` leaves out images without boxes; ``with_polygons`` keeps the instances'
+        polygon segmentations (mask training)."""
         resolved = self.get(name)
         spec = resolved.spec
         if not resolved.annotations.is_file() and spec.view_of is not None:
@@ -224,7 +232,12 @@ class DatasetCatalog:
                     min_score=min_score,
                     drop_frequencies=set(spec.drop_frequencies),
                     drop_empty=drop_empty,
+                    with_polygons=with_polygons,
                 )
         return LvisDataset(
-            resolved.annotations, resolved.image_root, min_score=min_score, drop_empty=drop_empty
+            resolved.annotations,
+            resolved.image_root,
+            min_score=min_score,
+            drop_empty=drop_empty,
+            with_polygons=with_polygons,
         )

@@ -26,7 +26,7 @@ from decola_core.data.samplers import (
     multi_dataset_weights,
     repeat_factors,
 )
-from decola_core.data.transforms import build_train_augmentation, filter_boxes
+from decola_core.data.transforms import Polygons, Sample, build_train_augmentation, filter_boxes
 from decola_core.errors import ConfigError
 from decola_core.structures.boxes import box_xyxy_to_cxcywh
 
@@ -40,6 +40,7 @@ class TrainSample:
     boxes: torch.Tensor  # (n, 4) cxcywh normalised to the augmented image
     image_labels: torch.Tensor  # image-level labels (pos_category_ids)
     image_id: int
+    polygons: Polygons | None = None  # per box, in augmented-image pixels (mask training)
 
 
 @dataclass
@@ -52,13 +53,24 @@ class TrainBatch:
     def targets(self) -> list[dict[str, torch.Tensor]]:
         return [{"labels": s.labels, "boxes": s.boxes} for s in self.samples]
 
+    def polygons(self) -> list[Polygons | None]:
+        return [s.polygons for s in self.samples]
+
 
 class TrainData:
     """The recipe's training sets, their sampling, and the batch planner of one rank."""
 
     def __init__(
-        self, recipe: Recipe, data_root: Path, *, rank: int = 0, world: int = 1, seed: int = 0
+        self,
+        recipe: Recipe,
+        data_root: Path,
+        *,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        with_polygons: bool = False,
     ) -> None:
+        """``with_polygons``: read the box sets' polygon segmentations (for a mask head)."""
         catalog = DatasetCatalog(data_root, recipe.data.datasets)
         self.configs = recipe.data.train
         image_sets = [d.name for d in self.configs if d.ann_type == "image"]
@@ -70,7 +82,10 @@ class TrainData:
         drop_empty = recipe.data.filter_empty_annotations
         self.datasets = [
             catalog.open(
-                d.name, min_score=d.score_threshold, drop_empty=drop_empty and d.ann_type == "box"
+                d.name,
+                min_score=d.score_threshold,
+                drop_empty=drop_empty and d.ann_type == "box",
+                with_polygons=with_polygons and d.ann_type == "box",
             )
             for d in self.configs
         ]
@@ -168,17 +183,21 @@ class TrainData:
         boxes = record.boxes.copy()
         boxes[:, 2:] += boxes[:, :2]
         rng = np.random.default_rng([self.seed, self.rank, position])
-        image, boxes = self.augmentations[source]((image, boxes), rng)
-        h, w = image.shape[1:]
-        boxes, classes = filter_boxes(boxes, record.classes, h, w)
+        sample = self.augmentations[source](Sample(image, boxes, record.polygons), rng)
+        h, w = sample.image.shape[1:]
+        boxes, keep = filter_boxes(sample.boxes, h, w)
+        polygons = sample.polygons
+        if polygons is not None:
+            polygons = [p for p, kept in zip(polygons, keep, strict=True) if kept]
         scale = np.array([w, h, w, h], dtype=np.float64)
-        norm = box_xyxy_to_cxcywh(torch.from_numpy(boxes / scale).float()).reshape(-1, 4)
+        norm = box_xyxy_to_cxcywh(torch.from_numpy(boxes[keep] / scale).float()).reshape(-1, 4)
         return TrainSample(
-            image.contiguous(),
-            torch.from_numpy(classes).long(),
+            sample.image.contiguous(),
+            torch.from_numpy(record.classes[keep]).long(),
             norm,
             torch.from_numpy(record.image_labels).long(),
             record.image_id,
+            polygons,
         )
 
     def batches(self, num_workers: int = 0) -> Iterator[TrainBatch]:

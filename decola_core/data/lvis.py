@@ -34,6 +34,9 @@ class ImageRecord:
     classes: np.ndarray  # (n,) contiguous ids
     image_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: per box its polygons (flat x, y arrays); None where the set has no masks or the image
+    #: has no box (detectron2 gives such an image no ``gt_masks``)
+    polygons: list[list[np.ndarray]] | None = None
 
 
 class LvisDataset:
@@ -44,7 +47,8 @@ class LvisDataset:
     data-loader workers share the memory instead of copying millions of objects.
     ``drop_frequencies`` removes the boxes of categories with those LVIS frequency tags (e.g.
     ``{"r"}`` gives LVIS-base); ``min_score`` drops boxes scoring below it (pseudo-labels);
-    ``drop_empty`` leaves out the images that have no box left.
+    ``drop_empty`` leaves out the images that have no box left. ``with_polygons`` keeps the
+    polygon segmentations as flat coordinate arrays (used only if every box has one).
     Images in the skip list that ``decola data check`` wrote beside the file are left out.
     """
 
@@ -57,6 +61,7 @@ class LvisDataset:
         min_score: float = 0.0,
         skip_unreadable: bool = True,
         drop_empty: bool = False,
+        with_polygons: bool = False,
     ) -> None:
         path = Path(annotations)
         data = read_json_file(path)
@@ -97,6 +102,9 @@ class LvisDataset:
         self._classes = classes[sort]
         self._scores = np.array([a.get("score", np.nan) for a in anns], dtype=np.float32)[sort]
         self._box_offsets = np.searchsorted(self._box_owner, np.arange(len(images) + 1))
+        self.has_polygons = False
+        if with_polygons:
+            self._read_polygons([anns[i] for i in sort], path)
         self.image_ids = np.array([img["id"] for img in images], dtype=np.int64)
         self.heights = np.array([img["height"] for img in images], dtype=np.int32)
         self.widths = np.array([img["width"] for img in images], dtype=np.int32)
@@ -110,6 +118,42 @@ class LvisDataset:
         self._names = b"".join(names)
         self._name_offsets = np.cumsum([0] + [len(n) for n in names])
         self.records = _Records(self)
+
+    def _read_polygons(self, anns: list[dict], path: Path) -> None:
+        """Every box's polygons as one coordinate array with polygon and box offsets."""
+        with_polygon = sum(isinstance(a.get("segmentation"), list) for a in anns)
+        if with_polygon < len(anns) or not anns:
+            if with_polygon:
+                log.warning(
+                    "%s: %d of %d boxes have no polygon segmentation; masks are not trained "
+                    "on this set",
+                    path,
+                    len(anns) - with_polygon,
+                    len(anns),
+                )
+            return
+        # fewer than 3 points bound no area (and 4 numbers would read as a box in pycocotools)
+        polygons = [
+            np.asarray(p, dtype=np.float64) for a in anns for p in a["segmentation"] if len(p) >= 6
+        ]
+        per_box = [sum(1 for p in a["segmentation"] if len(p) >= 6) for a in anns]
+        self._poly_coords = np.concatenate(polygons) if polygons else np.zeros(0, np.float64)
+        self._poly_offsets = np.cumsum([0] + [len(p) for p in polygons])
+        self._box_poly_offsets = np.cumsum([0] + per_box)
+        self.has_polygons = True
+
+    def polygons(self, index: int) -> list[list[np.ndarray]] | None:
+        """The polygons of image ``index``'s boxes (None: no masks for this image)."""
+        lo, hi = self._box_offsets[index], self._box_offsets[index + 1]
+        if not self.has_polygons or lo == hi:
+            return None
+        coords, at = self._poly_coords, self._poly_offsets
+        return [
+            [coords[at[p] : at[p + 1]] for p in range(start, stop)]
+            for start, stop in zip(
+                self._box_poly_offsets[lo:hi], self._box_poly_offsets[lo + 1 : hi + 1], strict=True
+            )
+        ]
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -127,6 +171,7 @@ class LvisDataset:
             self._classes[lo:hi],
             labels,
             self._scores[lo:hi],
+            self.polygons(index),
         )
 
     def classes_per_image(self) -> list[np.ndarray]:

@@ -1,8 +1,8 @@
 """The built-in synthetic toy dataset: coloured shapes on textured backgrounds, LVIS-format.
 
-Generated deterministically into ``<data root>/toy/`` on first use: box-annotated train and val
-splits, an image-labelled split (``pos_category_ids`` only), 8 categories with LVIS frequency
-tags (2 rare = "novel"), and CLIP-like class embeddings in which classes sharing a colour or a
+Generated deterministically into ``<data root>/toy/`` on first use: train and val splits with
+boxes and polygon masks, an image-labelled split (``pos_category_ids`` only), 8 categories with
+LVIS frequency tags (2 rare = "novel"), and CLIP-like class embeddings in which classes sharing a colour or a
 shape have similar vectors, so the zero-shot classifier has structure to learn from.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from decola_core.utils.io import atomic_open, atomic_write_text
 
-VERSION = 1
+VERSION = 2  # 2: polygon segmentations
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 190, 60),
@@ -74,13 +74,15 @@ def ensure_toy_dataset(data_root: str | Path) -> Path:
                     int(c) + 1 for c in rng.choice(absent, size=min(3, len(absent)), replace=False)
                 ]
                 for cls, (x, y, bw, bh) in objects:
+                    polygon = shape_polygon(CLASSES[cls][1], x, y, bw)
                     annotations.append(
                         {
                             "id": len(annotations) + 1,
                             "image_id": i + 1,
                             "category_id": cls + 1,
                             "bbox": [x, y, bw, bh],
-                            "area": bw * bh,
+                            "area": round(_polygon_area(polygon), 2),
+                            "segmentation": [polygon],
                             "iscrowd": 0,
                         }
                     )
@@ -141,6 +143,24 @@ def _shape_mask(shape: str, xx, yy, x0: float, y0: float, size: float) -> np.nda
     inside = (yy >= y0) & (yy < y0 + size)
     half = (yy - y0) / size * r  # widens from the apex down
     return inside & (np.abs(xx - cx) <= half)
+
+
+def shape_polygon(shape: str, x0: float, y0: float, size: float) -> list[float]:
+    """The outline of a drawn shape as a COCO polygon (flat x, y; a circle as 24 points)."""
+    if shape == "square":
+        corners = [(x0, y0), (x0 + size, y0), (x0 + size, y0 + size), (x0, y0 + size)]
+    elif shape == "circle":
+        r = size / 2
+        angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        corners = [(x0 + r + r * np.cos(a), y0 + r + r * np.sin(a)) for a in angles]
+    else:  # the apex at the top centre, the base along the bottom edge
+        corners = [(x0 + size / 2, y0), (x0 + size, y0 + size), (x0, y0 + size)]
+    return [round(float(v), 2) for xy in corners for v in xy]
+
+
+def _polygon_area(polygon: list[float]) -> float:
+    x, y = np.array(polygon[0::2]), np.array(polygon[1::2])
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:

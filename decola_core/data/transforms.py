@@ -1,4 +1,5 @@
-"""Training augmentations on (uint8 image, xyxy boxes): resize, flip, crop, DETR's multi-scale.
+"""Training augmentations on (uint8 image, xyxy boxes, polygons): resize, flip, crop, DETR's
+multi-scale and the CenterNet2 recipes' EfficientDet resize-crop.
 
 Every random choice comes from the ``numpy.random.Generator`` passed in, which the loader seeds
 from the sample's position in the data stream, so a resumed run augments exactly like an
@@ -17,15 +18,52 @@ from torchvision.transforms.functional import resize
 from decola_core.config.schema import DataConfig, TrainDataset
 from decola_core.errors import ConfigError
 
-Sample = tuple[torch.Tensor, np.ndarray]  # image (3, H, W) uint8, boxes (n, 4) xyxy float
+Polygons = list[list[np.ndarray]]  # per instance: its polygons as flat [x0, y0, x1, y1, ...]
 
 
-def _resize(image: torch.Tensor, boxes: np.ndarray, new_h: int, new_w: int) -> Sample:
-    h, w = image.shape[1:]
+@dataclass
+class Sample:
+    """An image being augmented with its xyxy boxes and (for mask training) polygons."""
+
+    image: torch.Tensor  # (3, H, W) uint8
+    boxes: np.ndarray  # (n, 4) xyxy float
+    polygons: Polygons | None = None
+
+    def mapped(
+        self, image: torch.Tensor, scale: tuple[float, float], shift: tuple[float, float]
+    ) -> Sample:
+        """The new image with every coordinate mapped by ``x * sx - dx``, ``y * sy - dy``."""
+        (sx, sy), (dx, dy) = scale, shift
+        boxes = self.boxes * np.array([sx, sy, sx, sy]) - np.array([dx, dy, dx, dy])
+        polygons = None
+        if self.polygons is not None:
+            polygons = [[_map_xy(p, sx, sy, dx, dy) for p in inst] for inst in self.polygons]
+        return Sample(image, boxes, polygons)
+
+
+def _map_xy(polygon: np.ndarray, sx: float, sy: float, dx: float, dy: float) -> np.ndarray:
+    out = np.array(polygon, dtype=np.float64)
+    out[0::2] = out[0::2] * sx - dx
+    out[1::2] = out[1::2] * sy - dy
+    return out
+
+
+def pil_resize(image: torch.Tensor, new_h: int, new_w: int) -> torch.Tensor:
+    """A uint8 (3, H, W) image resized with PIL's bilinear filter (which antialiases when
+    shrinking), as detectron2's ResizeTransform and EfficientDetResizeCrop do."""
+    from PIL import Image
+
+    pixels = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+    resized = np.asarray(pixels.resize((new_w, new_h), Image.BILINEAR))
+    return torch.from_numpy(resized.copy()).permute(2, 0, 1).to(image.device)
+
+
+def _resize(sample: Sample, new_h: int, new_w: int) -> Sample:
+    h, w = sample.image.shape[1:]
     if (new_h, new_w) == (h, w):
-        return image, boxes
-    image = resize(image, [new_h, new_w], antialias=True)
-    return image, boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h])
+        return sample
+    image = resize(sample.image, [new_h, new_w], antialias=True)
+    return sample.mapped(image, (new_w / w, new_h / h), (0.0, 0.0))
 
 
 def shortest_edge_size(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
@@ -45,34 +83,33 @@ class ResizeShortestEdge:
     sampling: str = "choice"  # choice: one of sizes; range: uniform integer in [sizes[0], sizes[1]]
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        image, boxes = sample
         if self.sampling == "range":
             short = int(rng.integers(self.sizes[0], self.sizes[-1] + 1))
         else:
             short = int(self.sizes[int(rng.integers(len(self.sizes)))])
-        return _resize(image, boxes, *shortest_edge_size(*image.shape[1:], short, self.max_size))
+        h, w = sample.image.shape[1:]
+        return _resize(sample, *shortest_edge_size(h, w, short, self.max_size))
 
 
 @dataclass
 class RandomFlip:
-    """Flip the image and its xyxy boxes with probability ``prob``, left-right
+    """Flip the image, its xyxy boxes and its polygons with probability ``prob``, left-right
     (``horizontal``), upside down (``vertical``), or never (``none``)."""
 
     prob: float = 0.5
     direction: str = "horizontal"
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        image, boxes = sample
         if self.direction == "none" or rng.random() >= self.prob:
             return sample
-        flipped = boxes.copy()
+        h, w = sample.image.shape[1:]
         if self.direction == "vertical":
-            h = image.shape[1]
-            flipped[:, 1], flipped[:, 3] = h - boxes[:, 3], h - boxes[:, 1]
-            return image.flip(-2), flipped
-        w = image.shape[2]
-        flipped[:, 0], flipped[:, 2] = w - boxes[:, 2], w - boxes[:, 0]
-        return image.flip(-1), flipped
+            flipped = sample.mapped(sample.image.flip(-2), (1.0, -1.0), (0.0, -float(h)))
+            flipped.boxes[:, [1, 3]] = flipped.boxes[:, [3, 1]]
+            return flipped
+        flipped = sample.mapped(sample.image.flip(-1), (-1.0, 1.0), (-float(w), 0.0))
+        flipped.boxes[:, [0, 2]] = flipped.boxes[:, [2, 0]]
+        return flipped
 
 
 @dataclass
@@ -83,15 +120,36 @@ class RandomCropAbsoluteRange:
     max_size: int
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        image, boxes = sample
-        h, w = image.shape[1:]
+        h, w = sample.image.shape[1:]
         ch = int(rng.integers(min(h, self.min_size), min(h, self.max_size) + 1))
         cw = int(rng.integers(min(w, self.min_size), min(w, self.max_size) + 1))
         y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-        shifted = boxes - np.array([x0, y0, x0, y0])
-        shifted[:, [0, 2]] = shifted[:, [0, 2]].clip(0, cw)
-        shifted[:, [1, 3]] = shifted[:, [1, 3]].clip(0, ch)
-        return image[:, y0 : y0 + ch, x0 : x0 + cw], shifted
+        cropped = sample.mapped(
+            sample.image[:, y0 : y0 + ch, x0 : x0 + cw], (1.0, 1.0), (float(x0), float(y0))
+        )
+        cropped.boxes[:, [0, 2]] = cropped.boxes[:, [0, 2]].clip(0, cw)
+        cropped.boxes[:, [1, 3]] = cropped.boxes[:, [1, 3]].clip(0, ch)
+        return cropped
+
+
+@dataclass
+class EfficientDetResizeCrop:
+    """The CenterNet2 recipes' augmentation (spec centernet2 §7.2): scale the image so that it
+    fits a square of ``size * f`` (f uniform in ``scale``), then crop a random ``size`` x
+    ``size`` window (smaller images stay smaller; the model pads)."""
+
+    size: int
+    scale: tuple[float, float] = (0.1, 2.0)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        h, w = sample.image.shape[1:]
+        target = rng.uniform(self.scale[0], self.scale[1]) * self.size
+        k = min(target / h, target / w)
+        sh, sw = max(1, int(h * k)), max(1, int(w * k))
+        oy = int(max(0, sh - self.size) * rng.uniform(0, 1))
+        ox = int(max(0, sw - self.size) * rng.uniform(0, 1))
+        image = pil_resize(sample.image, sh, sw)[:, oy : oy + self.size, ox : ox + self.size]
+        return sample.mapped(image, (k, k), (float(ox), float(oy)))
 
 
 @dataclass
@@ -145,6 +203,21 @@ def build_train_augmentation(
             )
         crop = tuple(int(v) for v in crop_cfg.size) if crop_cfg.enabled else None
         return Compose([DetrAugmentation(list(sizes), max_size, crop, data_cfg.random_flip)])
+    if data_cfg.augmentation == "efficientdet_resize_crop":
+        size, scale = data_cfg.train_size, data_cfg.scale_range
+        if dataset_cfg is not None and dataset_cfg.input_size:
+            size = dataset_cfg.input_size
+        if dataset_cfg is not None and dataset_cfg.input_scale:
+            scale = dataset_cfg.input_scale
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise ConfigError(
+                f"the resize-crop scale range must be [lo, hi] with 0 < lo <= hi "
+                f"(got {list(scale)})"
+            )
+        steps = [EfficientDetResizeCrop(size, (float(scale[0]), float(scale[1])))]
+        if data_cfg.random_flip != "none":
+            steps.append(RandomFlip(direction=data_cfg.random_flip))
+        return Compose(steps)
     if data_cfg.augmentation in ("resize_shortest_edge", "default"):
         per_dataset = dataset_cfg is not None and dataset_cfg.min_size
         sampling = "range" if per_dataset and len(sizes) == 2 else data_cfg.min_size_train_sampling
@@ -157,12 +230,11 @@ def build_train_augmentation(
     )
 
 
-def filter_boxes(
-    boxes: np.ndarray, classes: np.ndarray, h: int, w: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Clip to the image and drop boxes with no width or height (detectron2's 1e-5 rule)."""
+def filter_boxes(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clip to the image; returns the clipped boxes and which have a width and a height
+    (detectron2's 1e-5 rule). Polygons are not clipped (as detectron2)."""
     clipped = boxes.copy()
     clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, w)
     clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, h)
     keep = ((clipped[:, 2] - clipped[:, 0]) > 1e-5) & ((clipped[:, 3] - clipped[:, 1]) > 1e-5)
-    return clipped[keep], classes[keep]
+    return clipped, keep

@@ -42,19 +42,23 @@ def build_optimizer(model: nn.Module, solver: SolverConfig) -> torch.optim.Optim
 
 
 def lr_factor(solver: SolverConfig, max_iter: int) -> Callable[[int], float]:
-    """Warmup (linear or constant from warmup_factor) times multi-step or cosine decay."""
+    """detectron2's ``WarmupParamScheduler`` over multi-step or cosine decay: during warmup
+    the factor goes linearly from ``warmup_factor`` x decay(0) to decay(warmup_iters) (or
+    stays at the start value for ``constant``), then follows the decay."""
+
+    def decay(it: float) -> float:
+        if solver.lr_scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * it / max_iter))
+        return solver.gamma ** sum(it >= s for s in solver.steps)
 
     def factor(it: int) -> float:
-        if solver.lr_scheduler == "cosine":
-            decay = 0.5 * (1 + math.cos(math.pi * it / max_iter))
-        else:
-            decay = solver.gamma ** sum(it >= s for s in solver.steps)
-        if it < solver.warmup_iters:
-            if solver.warmup_method == "constant":
-                return decay * solver.warmup_factor
-            alpha = it / solver.warmup_iters
-            return decay * (solver.warmup_factor * (1 - alpha) + alpha)
-        return decay
+        if it >= solver.warmup_iters:
+            return decay(it)
+        start = solver.warmup_factor * decay(0)
+        if solver.warmup_method == "constant":
+            return start
+        alpha = it / solver.warmup_iters
+        return start * (1 - alpha) + decay(solver.warmup_iters) * alpha
 
     return factor
 

@@ -120,7 +120,12 @@ class Trainer:
             self.solver.amp == "backbone-fp16" and context.device.type == "cuda"
         )
         self.data = TrainData(
-            recipe, options.data_root, rank=context.rank, world=context.world_size, seed=self.seed
+            recipe,
+            options.data_root,
+            rank=context.rank,
+            world=context.world_size,
+            seed=self.seed,
+            with_polygons=self.model.trains_masks,
         )
         self.optimizer = solvers.build_optimizer(self.model, self.solver)
         self.scheduler = solvers.build_scheduler(self.optimizer, self.solver)
@@ -289,6 +294,7 @@ class Trainer:
             ),
             rng=np.random.default_rng([self.seed, it]),
             teacher=self.teacher,
+            polygons=batch.polygons(),
         )
         with solvers.autocast(self.solver, device):
             losses = forward(step)

@@ -35,6 +35,8 @@ class TrainStep:
     generator: torch.Generator  # this rank's draws of the step (prompts, federated classes)
     rng: np.random.Generator  # draws shared by every rank (e.g. class or object mode)
     teacher: Callable[[list[torch.Tensor], list[torch.Tensor]], list[PseudoBoxes]] | None = None
+    #: per image, per box its polygons (flat x, y in the images' pixels); None: no masks
+    polygons: list[list[list[np.ndarray]] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,11 @@ class DetectionModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.buffers(), next(self.parameters())).device
+
+    @property
+    def trains_masks(self) -> bool:
+        """Whether training reads instance masks (polygons) of the box data."""
+        return False
 
     def training_step(self, step: TrainStep) -> dict[str, torch.Tensor]:
         """The weighted loss terms of one batch; the family owns its criterion."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from decola_core.data.transforms import shortest_edge_size
+from decola_core.data.transforms import pil_resize, shortest_edge_size
 from decola_core.errors import InputError
 from decola_core.modeling.build import build_model
 from decola_core.modeling.checkpoint import load_weights
@@ -28,11 +28,7 @@ def resize_shortest_edge(image: torch.Tensor, min_size: int, max_size: int) -> t
     new_h, new_w = shortest_edge_size(int(h), int(w), min_size, max_size)
     if (new_h, new_w) == (h, w):
         return image
-    from PIL import Image
-
-    pixels = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
-    resized = np.asarray(pixels.resize((new_w, new_h), Image.BILINEAR))
-    return torch.from_numpy(resized.copy()).permute(2, 0, 1).to(image.device)
+    return pil_resize(image, new_h, new_w)
 
 
 def as_uint8_chw(image) -> torch.Tensor:

@@ -104,6 +104,10 @@ class CenterNet2(DetectionModel):
     def num_classes(self) -> int:  # type: ignore[override]
         return self.roi_heads.num_classes
 
+    @property
+    def trains_masks(self) -> bool:
+        return self.roi_heads.mask_on
+
     # ------------------------------------------------------------------ steps
     def preprocess(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Normalise uint8 RGB images, then zero-pad them to a multiple of the backbone's
@@ -171,16 +175,19 @@ class CenterNet2(DetectionModel):
     def training_step(self, step: TrainStep) -> dict[str, torch.Tensor]:
         """The loss terms of a trainer batch (targets: normalised cxcywh boxes)."""
         targets = []
-        for image, target, labels in zip(
-            step.images, step.targets, step.image_labels or [None] * len(step.images), strict=True
+        count = len(step.images)
+        for image, target, labels, polygons in zip(
+            step.images,
+            step.targets,
+            step.image_labels or [None] * count,
+            step.polygons or [None] * count,
+            strict=True,
         ):
             h, w = image.shape[-2:]
             scale = torch.tensor([w, h, w, h], dtype=torch.float32, device=target["boxes"].device)
             boxes = box_cxcywh_to_xyxy(target["boxes"].float()) * scale
             image_labels = labels.tolist() if labels is not None else []
-            targets.append(
-                GroundTruth(boxes, target["labels"], target.get("polygons"), image_labels)
-            )
+            targets.append(GroundTruth(boxes, target["labels"], polygons, image_labels))
         return self.forward_train(
             step.images,
             targets,
