@@ -88,6 +88,12 @@ class RecipeSettings(Settings):
         help="Phase 2 pseudo labels: online | offline (default: online).",
         panel=RECIPE_PANEL,
     )
+    detector: str | None = option(
+        "--detector",
+        help="detr | c2 | c2+detic: Deformable DETR (default) or CenterNet2 (+ Detic's "
+        "image-label loss).",
+        panel=RECIPE_PANEL,
+    )
     overrides: list[str] = option(
         "--set",
         "-s",
@@ -107,6 +113,7 @@ class RecipeSettings(Settings):
             "backbone": self.backbone,
             "baseline": self.baseline,
             "labels": self.labels,
+            "detector": self.detector,
         }
 
     def recipe_name(self) -> str:

@@ -1,4 +1,5 @@
-"""Shorthand recipe selection: ``--phase/--dataset/--backbone/--baseline`` -> a recipe name."""
+"""Shorthand recipe selection: ``--phase/--dataset/--backbone/--baseline/--detector`` -> a
+recipe name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ DatasetChoice = Literal["lvis", "lvis-base", "toy"]
 BackboneChoice = Literal["r50-21k", "r50-1k", "swin-b", "swin-l"]
 BaselineChoice = Literal["boxsup", "detic"]
 LabelsChoice = Literal["online", "offline"]
+DetectorChoice = Literal["detr", "c2", "c2+detic"]
 
 DATASET_TOKENS = {"lvis": "L", "lvis-base": "Lbase"}
 BACKBONE_TOKENS = {"r50-21k": "R5021k", "r50-1k": "R501k", "swin-b": "SwinB", "swin-l": "SwinL"}
@@ -21,6 +23,10 @@ TOY_RECIPES = {
     ("baseline", "boxsup"): "toy/BoxSup-DeformDETR_Toy",
     ("baseline", "detic"): "toy/BoxSup+ST-DeformDETR_Toy",
 }
+TOY_C2_RECIPES = {("baseline", "boxsup"): "toy/BoxSup-C2_Toy"}
+DETECTORS = ("detr", "c2", "c2+detic")
+#: The CenterNet2 recipes' input size and batch by backbone (as in their names).
+C2_SIZE_TOKENS = {"R5021k": "640b64", "SwinB": "896b32"}
 DEFAULT_DATASET: DatasetChoice = "lvis-base"
 DEFAULT_BACKBONE: BackboneChoice = "r50-21k"
 
@@ -32,12 +38,18 @@ def recipe_for(
     backbone: str | None = None,
     baseline: str | None = None,
     labels: str | None = None,
+    detector: str | None = None,
 ) -> str:
-    """The released recipe for a shorthand selection (defaults: lvis-base, r50-21k, online).
+    """The released recipe for a shorthand selection (defaults: lvis-base, r50-21k, online,
+    the Deformable-DETR detector).
 
     Examples: phase 1 + lvis-base + r50-21k -> ``DECOLA_PHASE1_Lbase_CLIP_R5021k_4x``;
-    baseline boxsup + lvis + swin-b -> ``BoxSup-DeformDETR_L_CLIP_SwinB_4x``.
+    baseline boxsup + lvis + swin-b -> ``BoxSup-DeformDETR_L_CLIP_SwinB_4x``;
+    phase 2 + detector c2+detic -> ``DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x+Detic``.
     """
+    if detector is not None and detector not in DETECTORS:
+        raise ConfigError(f"--detector must be one of {', '.join(DETECTORS)} (got '{detector}')")
+    c2 = detector in ("c2", "c2+detic")
     if dataset is not None and dataset != "toy" and dataset not in DATASET_TOKENS:
         raise ConfigError(
             f"--dataset must be one of lvis, lvis-base, toy (got '{dataset}'); it selects the "
@@ -52,23 +64,41 @@ def recipe_for(
         raise ConfigError(f"--phase must be 1 or 2 (got {phase})")
     if labels is not None and phase != 2:
         raise ConfigError("--labels online|offline applies to --phase 2 only")
+    if c2 and phase == 1:
+        raise ConfigError(
+            "phase 1 is a Deformable-DETR model; CenterNet2 (--detector c2) trains in phase 2 "
+            "on phase 1's pseudo-labels, or as --baseline boxsup|detic"
+        )
+    if c2 and labels == "online":
+        raise ConfigError("CenterNet2 recipes train on offline pseudo-labels only (omit --labels)")
+    if detector == "c2+detic" and phase != 2:
+        raise ConfigError("--detector c2+detic applies to --phase 2 (DECOLA C2 + Detic loss)")
     dataset = dataset or DEFAULT_DATASET
     if dataset == "toy":
-        return _toy_recipe(phase, baseline, backbone)
-    candidates = {
-        bb: _name(phase, baseline, DATASET_TOKENS[dataset], token, labels or "online")
-        for bb, token in BACKBONE_TOKENS.items()
-    }
+        return _toy_recipe(phase, baseline, backbone, c2)
+    known = set(list_recipes())
+    if c2:
+        candidates = {
+            bb: _c2_name(phase, baseline, DATASET_TOKENS[dataset], token, detector, known)
+            for bb, token in BACKBONE_TOKENS.items()
+            if token in C2_SIZE_TOKENS
+        }
+    else:
+        candidates = {
+            bb: _name(phase, baseline, DATASET_TOKENS[dataset], token, labels or "online")
+            for bb, token in BACKBONE_TOKENS.items()
+        }
     backbone = backbone or DEFAULT_BACKBONE
-    if backbone not in candidates:
+    if backbone not in BACKBONE_TOKENS:
         raise ConfigError(
             f"--backbone must be one of {', '.join(BACKBONE_TOKENS)} (got '{backbone}')"
         )
-    known = set(list_recipes())
-    if candidates[backbone] in known:
+    if candidates.get(backbone) in known:
         return candidates[backbone]
     available = [bb for bb, name in candidates.items() if name in known]
     what = f"phase {phase}" if phase is not None else f"the {baseline} baseline"
+    if c2:
+        what += " with CenterNet2"
     raise ConfigError(
         f"no released recipe for {what} on {dataset} with backbone {backbone} "
         f"(available backbones: {', '.join(available) or 'none'})"
@@ -88,10 +118,31 @@ def _name(phase: int | None, baseline: str | None, data: str, bb: str, labels: s
     raise ConfigError(f"--baseline must be boxsup or detic (got '{baseline}')")
 
 
-def _toy_recipe(phase: int | None, baseline: str | None, backbone: str | None) -> str:
+def _c2_name(
+    phase: int | None, baseline: str | None, data: str, bb: str, detector: str, known: set[str]
+) -> str:
+    size = C2_SIZE_TOKENS[bb]
+    if phase == 2:
+        detic = "+Detic" if detector == "c2+detic" else ""
+        return f"DECOLA_C2_{data}I_CLIP_{bb}_{size}_ft4x{detic}"
+    if baseline == "boxsup":
+        return f"BoxSup-C2_{data}_CLIP_{bb}_{size}_4x"
+    if baseline == "detic":  # a DETR recipe has one of these names: the C2 one is under c2/
+        name = f"Detic_{data}I_CLIP_{bb}_{size}_4x_ft4x_max-size"
+        return f"c2/{name}" if f"c2/{name}" in known else name
+    raise ConfigError(f"--baseline must be boxsup or detic (got '{baseline}')")
+
+
+def _toy_recipe(
+    phase: int | None, baseline: str | None, backbone: str | None, c2: bool = False
+) -> str:
     if backbone is not None:
         raise ConfigError("the toy recipes have a fixed small ResNet-18 backbone; omit --backbone")
     key = ("phase", phase) if phase is not None else ("baseline", baseline)
+    if c2:
+        if key not in TOY_C2_RECIPES:
+            raise ConfigError("the toy CenterNet2 recipe is --baseline boxsup --detector c2")
+        return TOY_C2_RECIPES[key]
     if key not in TOY_RECIPES:
         raise ConfigError(f"no toy recipe for --baseline {baseline} (toy has: --baseline boxsup)")
     return TOY_RECIPES[key]

@@ -2,8 +2,9 @@
 
 Generated deterministically into ``<data root>/toy/`` on first use: train and val splits with
 boxes and polygon masks, an image-labelled split (``pos_category_ids`` only), 8 categories with
-LVIS frequency tags (2 rare = "novel"), and CLIP-like class embeddings in which classes sharing a colour or a
-shape have similar vectors, so the zero-shot classifier has structure to learn from.
+LVIS frequency tags (2 rare = "novel"), and CLIP-like class embeddings in which classes
+sharing a colour or a shape have similar vectors, so the zero-shot classifier has structure to
+learn from.
 """
 
 from __future__ import annotations

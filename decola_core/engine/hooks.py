@@ -17,7 +17,8 @@ from decola_core.data.loader import TrainBatch
 from decola_core.engine.distributed import DistContext
 from decola_core.modeling.interface import DetectionModel
 from decola_core.structures.boxes import box_cxcywh_to_xyxy
-from decola_core.utils.draw import draw_boxes
+from decola_core.structures.masks import polygon_masks
+from decola_core.utils.draw import draw_instances
 from decola_core.utils.io import atomic_open, atomic_write_text
 
 OnLog = Callable[[dict], None] | None
@@ -103,7 +104,8 @@ def _iteration_of(line: str) -> int:
 
 class Visualiser(Hook):
     """Every ``period`` iterations: predictions (score > 0.1) and targets of the batch's first
-    image as PNGs in ``<output>/vis`` (and to W&B through ``on_log``)."""
+    image, with their masks where the model or the data has them, as PNGs in ``<output>/vis``
+    (and to W&B through ``on_log``)."""
 
     def __init__(self, folder: Path, period: int, on_log: OnLog = None) -> None:
         self.folder, self.period, self.on_log = folder, period, on_log
@@ -128,19 +130,22 @@ class Visualiser(Hook):
         )[0]
         model.train(was_training)
         gt = box_cxcywh_to_xyxy(sample.boxes) * torch.tensor([w, h, w, h])
+        gt_masks = None if sample.polygons is None else polygon_masks(sample.polygons, h, w)
         pictures = {
-            "predictions": draw_boxes(
+            "predictions": draw_instances(
                 sample.image,
                 det.boxes.cpu(),
                 [f"{int(c)} {s:.2f}" for c, s in zip(det.labels, det.scores, strict=True)],
                 det.labels.tolist(),
+                masks=None if det.masks is None else det.masks.cpu(),
                 fade=0.3,
             ),
-            "targets": draw_boxes(
+            "targets": draw_instances(
                 sample.image,
                 gt,
                 [str(int(c)) for c in sample.labels],
                 sample.labels.tolist(),
+                masks=gt_masks,
                 fade=0.3,
             ),
         }

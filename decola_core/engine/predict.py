@@ -18,7 +18,7 @@ from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
 from decola_core.structures.masks import mask_rle
 from decola_core.text import vocabulary_embeddings
-from decola_core.utils.draw import draw_boxes, overlay_masks
+from decola_core.utils.draw import draw_instances
 from decola_core.utils.io import atomic_open, atomic_write_text
 from decola_core.zoo import load_registry, resolve_weights
 
@@ -114,9 +114,9 @@ def draw_detections(image, detections: Detections, names: Sequence[str]):
     its mask (translucent) when the detector predicts masks."""
     labels = detections.labels.tolist()
     texts = [f"{names[c]} {s:.2f}" for c, s in zip(labels, detections.scores.tolist(), strict=True)]
-    if detections.masks is not None:
-        image = overlay_masks(image, detections.masks, labels)
-    return draw_boxes(image, detections.boxes.cpu().numpy(), texts, labels)
+    return draw_instances(
+        image, detections.boxes.cpu().numpy(), texts, labels, masks=detections.masks
+    )
 
 
 def with_masks(detections: Detections, image: torch.Tensor, masker) -> Detections:

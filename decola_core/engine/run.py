@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 
 def prepare_recipe(job: TrainJob) -> Recipe:
     """Apply ``--pseudo-labels``: the last (image-labelled or pseudo) training set becomes the
-    given pseudo-annotation file, read as boxes, with the images of the set it replaces."""
+    given pseudo-annotation file, with the images of the set it replaces, read as boxes.
+    Where a recipe lists that set twice (the CenterNet2 "+Detic" recipes: once as boxes, once
+    as image labels), both entries read the file and keep their kinds."""
     recipe = job.recipe
     if job.pseudo_labels is None:
         return recipe
@@ -52,7 +54,13 @@ def prepare_recipe(job: TrainJob) -> Recipe:
                 ann_type="box",
             ),
         }
-    train = [*recipe.data.train[:-1], last.model_copy(update={"name": name, "ann_type": "box"})]
+    twice = sum(d.name == last.name for d in recipe.data.train) > 1
+    train = [
+        d.model_copy(update={"name": name, "ann_type": d.ann_type if twice else "box"})
+        if d.name == last.name
+        else d
+        for d in recipe.data.train
+    ]
     data = recipe.data.model_copy(update={"train": train, "datasets": datasets})
     return recipe.model_copy(update={"data": data})
 

@@ -72,3 +72,18 @@ def overlay_masks(
     for mask, colour_index in zip(masks.cpu().numpy(), colours, strict=True):
         array[mask] = array[mask] * (1 - alpha) + np.array(palette(colour_index)) * alpha
     return array.round().astype(np.uint8)
+
+
+def draw_instances(
+    image: torch.Tensor | np.ndarray,
+    boxes,
+    labels: list[str],
+    colours: list[int],
+    *,
+    masks: torch.Tensor | None = None,
+    fade: float = 0.0,
+) -> Image.Image:
+    """:func:`draw_boxes` over the instances' (n, H, W) bool masks (translucent) if given."""
+    if masks is not None:
+        image = overlay_masks(image, masks, colours)
+    return draw_boxes(image, boxes, labels, colours, fade=fade)
