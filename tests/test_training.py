@@ -104,14 +104,15 @@ def test_toy_dataset_is_deterministic(tmp_path: Path) -> None:
     assert sim[0, 3] > sim[0, 1]  # red square is closer to yellow square than to green circle
 
 
-def toy_train_args(data_root: Path, *args: str) -> list[str]:
-    """``decola train`` of the toy phase-1 recipe, metrics every iteration."""
+TOY_PHASE1 = ("--phase", "1", "--dataset", "toy")
+TOY_C2 = ("--config", "toy/BoxSup-C2_Toy")
+
+
+def toy_train_args(data_root: Path, *args: str, recipe: tuple[str, ...] = TOY_PHASE1) -> list[str]:
+    """``decola train`` of a toy recipe (default: phase 1), metrics every iteration."""
     return [
         "train",
-        "--phase",
-        "1",
-        "--dataset",
-        "toy",
+        *recipe,
         "--data-root",
         str(data_root),
         "--set",
@@ -120,11 +121,16 @@ def toy_train_args(data_root: Path, *args: str) -> list[str]:
     ]
 
 
-def train_toy(decola, *args: str, data_root: Path) -> subprocess.CompletedProcess[str]:
-    return decola(*toy_train_args(data_root, *args), timeout=600)
+def train_toy(
+    decola, *args: str, data_root: Path, recipe: tuple[str, ...] = TOY_PHASE1
+) -> subprocess.CompletedProcess[str]:
+    return decola(*toy_train_args(data_root, *args, recipe=recipe), timeout=600)
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", [TOY_PHASE1, TOY_C2], ids=["decola-phase1", "centernet2"])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(
+    decola, tmp_path: Path, recipe: tuple[str, ...]
+) -> None:
     data_root = tmp_path / "data"
     full = train_toy(
         decola,
@@ -135,13 +141,21 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path
         "--checkpoint-period",
         "3",
         data_root=data_root,
+        recipe=recipe,
     )
     assert full.returncode == 0, full.stderr
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         decola.argv(
             *toy_train_args(
-                data_root, "--output-dir", str(out), "--max-iter", "8", "--checkpoint-period", "3"
+                data_root,
+                "--output-dir",
+                str(out),
+                "--max-iter",
+                "8",
+                "--checkpoint-period",
+                "3",
+                recipe=recipe,
             )
         ),
         stdout=subprocess.DEVNULL,
@@ -165,6 +179,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(decola, tmp_path: Path
         "--checkpoint-period",
         "3",
         data_root=data_root,
+        recipe=recipe,
     )
     assert resumed.returncode == 0, resumed.stderr
     # the second run began at the checkpoint and ran only the remaining steps
