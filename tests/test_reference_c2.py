@@ -355,8 +355,10 @@ def test_optimiser_steps_are_the_originals_adamw_steps(ref, c2_dir: Path, case: 
         optimizer.step()
         scheduler.step()
         for name, p in params.items():
-            torch.testing.assert_close(p.detach(), theirs[name], rtol=1e-6, atol=1e-10,
-                                       msg=lambda m, n=name, s=it + 1: f"{n} step {s}: {m}")  # fmt: skip
+            where = f"{name} after step {it + 1}"
+            torch.testing.assert_close(
+                p.detach(), theirs[name], rtol=1e-6, atol=1e-10, msg=lambda m, w=where: f"{w}: {m}"
+            )
     for name in meta["grad_is_none"]:  # no gradient: no step, no weight decay
         assert torch.equal(params[name].detach(), before[name]), name
     learning = [n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0]
