@@ -372,6 +372,43 @@ def test_toy_phase1_learns_to_find_the_objects(decola, tmp_path: Path) -> None:
     assert (tmp_path / "pred" / f"{stem}.png").is_file()
 
 
+@pytest.mark.slow
+def test_toy_c2_learns_boxes_and_masks(decola, tmp_path: Path) -> None:
+    """The toy CenterNet2 recipe, default length, from the shorthand: box AP50 and mask AP50
+    on toy val rise far above a randomly initialised model's (measured: 62.9 / 60.2 after
+    300 iterations vs 0.04 / 0.00)."""
+    from decola_core.modeling import build_model
+
+    data = tmp_path / "data"
+    start = time.monotonic()
+    result = decola(
+        "train", "--baseline", "boxsup", "--detector", "c2", "--dataset", "toy",
+        "--data-root", str(data), "--output-dir", str(tmp_path / "run"), timeout=900,
+    )  # fmt: skip
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    assert "training toy/BoxSup-C2_Toy (centernet2)" in result.stderr
+    torch.manual_seed(0)
+    random_model = build_model(load_recipe("toy/BoxSup-C2_Toy"), data_root=data)
+    torch.save({"model": random_model.state_dict()}, tmp_path / "random.pth")
+    scores = {}
+    for name, weights in (("trained", tmp_path / "run" / "model_final.pth"),
+                          ("random", tmp_path / "random.pth")):  # fmt: skip
+        out = tmp_path / f"eval_{name}"
+        ev = decola(
+            "eval", "--config", "toy/BoxSup-C2_Toy", "--weights", str(weights),
+            "--data-root", str(data), "--output-dir", str(out), timeout=600,
+        )  # fmt: skip
+        assert ev.returncode == 0, ev.stderr
+        box = json.loads((out / "metrics.json").read_text())["AP50"]
+        mask = json.loads((out / "metrics_segm.json").read_text())["AP50"]
+        scores[name] = (box, mask)
+    (box, mask), (random_box, random_mask) = scores["trained"], scores["random"]
+    assert box > 45 and mask > 45, (scores, seconds)
+    assert box > random_box + 40 and mask > random_mask + 40, scores
+    assert seconds < 600, seconds
+
+
 def test_lvis_reader_views_and_pseudo_scores(tmp_path: Path) -> None:
     from decola_core.data.catalog import DatasetCatalog
 
