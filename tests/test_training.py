@@ -122,9 +122,13 @@ def toy_train_args(data_root: Path, *args: str, recipe: tuple[str, ...] = TOY_PH
 
 
 def train_toy(
-    decola, *args: str, data_root: Path, recipe: tuple[str, ...] = TOY_PHASE1
+    decola,
+    *args: str,
+    data_root: Path,
+    recipe: tuple[str, ...] = TOY_PHASE1,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    return decola(*toy_train_args(data_root, *args, recipe=recipe), timeout=600)
+    return decola(*toy_train_args(data_root, *args, recipe=recipe), env=env, timeout=600)
 
 
 @pytest.mark.parametrize("recipe", [TOY_PHASE1, TOY_C2], ids=["decola-phase1", "centernet2"])
@@ -132,32 +136,14 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(
     decola, tmp_path: Path, recipe: tuple[str, ...]
 ) -> None:
     data_root = tmp_path / "data"
+    run = ("--max-iter", "8", "--checkpoint-period", "3")
+    out = tmp_path / "killed"
     full = train_toy(
-        decola,
-        "--output-dir",
-        str(tmp_path / "full"),
-        "--max-iter",
-        "8",
-        "--checkpoint-period",
-        "3",
-        data_root=data_root,
-        recipe=recipe,
+        decola, "--output-dir", str(tmp_path / "full"), *run, data_root=data_root, recipe=recipe
     )
     assert full.returncode == 0, full.stderr
-    out = tmp_path / "killed"
     proc = subprocess.Popen(
-        decola.argv(
-            *toy_train_args(
-                data_root,
-                "--output-dir",
-                str(out),
-                "--max-iter",
-                "8",
-                "--checkpoint-period",
-                "3",
-                recipe=recipe,
-            )
-        ),
+        decola.argv(*toy_train_args(data_root, "--output-dir", str(out), *run, recipe=recipe)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -170,17 +156,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "model_final.pth").exists()
-    resumed = train_toy(
-        decola,
-        "--output-dir",
-        str(out),
-        "--max-iter",
-        "8",
-        "--checkpoint-period",
-        "3",
-        data_root=data_root,
-        recipe=recipe,
-    )
+    resumed = train_toy(decola, "--output-dir", str(out), *run, data_root=data_root, recipe=recipe)
     assert resumed.returncode == 0, resumed.stderr
     # the second run began at the checkpoint and ran only the remaining steps
     assert f"resuming from {out / 'model_0000003.pth'} at iteration 3" in resumed.stderr
@@ -200,23 +176,29 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(
     assert not list(out.glob(".*.tmp"))  # no half-written files
 
 
-def toy_trainer(tmp_path: Path, **options) -> Trainer:
+def toy_trainer(tmp_path: Path, recipe_name: str = "toy/DECOLA_PHASE1_Toy", **options) -> Trainer:
     data_root = tmp_path / "data"
     ensure_toy_dataset(data_root)
-    recipe = load_recipe("toy/DECOLA_PHASE1_Toy", ["logging.period=1"])
+    recipe = load_recipe(recipe_name, ["logging.period=1"])
     opts = TrainOptions(output_dir=tmp_path / "out", data_root=data_root, **options)
     opts.output_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(recipe, opts, DistContext(), lambda r: build_model(r, data_root=data_root))
 
 
-def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
+TOY_RECIPES = pytest.mark.parametrize(
+    "recipe_name", ["toy/DECOLA_PHASE1_Toy", "toy/BoxSup-C2_Toy"], ids=["decola", "centernet2"]
+)
+
+
+@TOY_RECIPES
+def test_unreadable_images_are_skipped_and_counted(tmp_path: Path, recipe_name: str) -> None:
     data_root = tmp_path / "data"
     root = ensure_toy_dataset(data_root)
     for path in sorted((root / "images").glob("toy_train_00[0-3]*.png")):
         path.write_bytes(b"broken")  # 40 of 96 training images
     with pytest.raises(DecolaError, match="unreadable training images"):
-        toy_trainer(tmp_path, max_iter=3, max_bad_images=0).run()
-    trainer = toy_trainer(tmp_path, max_iter=3, max_bad_images=1000, resume=False)
+        toy_trainer(tmp_path, recipe_name, max_iter=3, max_bad_images=0).run()
+    trainer = toy_trainer(tmp_path, recipe_name, max_iter=3, max_bad_images=1000, resume=False)
     trainer.run()
     assert trainer.bad_images > 0
     assert (
@@ -224,8 +206,9 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path: Path) -> None:
     )
 
 
-def test_non_finite_losses_skip_the_step(tmp_path: Path) -> None:
-    trainer = toy_trainer(tmp_path, max_iter=3)
+@TOY_RECIPES
+def test_non_finite_losses_skip_the_step(tmp_path: Path, recipe_name: str) -> None:
+    trainer = toy_trainer(tmp_path, recipe_name, max_iter=3)
     original = trainer._step_losses
     calls = {"n": 0}
 
@@ -240,7 +223,7 @@ def test_non_finite_losses_skip_the_step(tmp_path: Path) -> None:
     trainer.run()
     assert trainer.skipped_steps == 1
     assert metrics_by_iter(tmp_path / "out" / "metrics.jsonl")[3]["skipped_steps"] == 1
-    always = toy_trainer(tmp_path / "again", max_iter=20)
+    always = toy_trainer(tmp_path / "again", recipe_name, max_iter=20)
     always._step_losses = lambda model, batch, it: ({"loss": torch.tensor(float("inf"))}, [it])
     with pytest.raises(DecolaError, match="not finite for 6 consecutive steps"):
         always.run()
@@ -271,7 +254,8 @@ def test_learning_rate_groups_and_schedule() -> None:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training(decola, tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", [TOY_PHASE1, TOY_C2], ids=["decola-phase1", "centernet2"])
+def test_two_process_ddp_training(decola, tmp_path: Path, recipe: tuple[str, ...]) -> None:
     result = train_toy(
         decola,
         "--output-dir",
@@ -281,6 +265,7 @@ def test_two_process_ddp_training(decola, tmp_path: Path) -> None:
         "--num-gpus",
         "2",
         data_root=tmp_path / "data",
+        recipe=recipe,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "ddp" / "model_final.pth").exists()
@@ -493,6 +478,35 @@ def test_visualisations_eval_only_and_the_detic_toy_baseline(decola, tmp_path: P
     assert detic.returncode == 0, detic.stderr
     records = metrics_by_iter(tmp_path / "detic" / "metrics.jsonl")
     assert any(r["loss_image"] > 0 for r in records.values())  # image-labelled batches were used
+
+
+def test_c2_visualises_masks_logs_to_wandb_and_evaluates_boxes_and_masks(
+    decola, tmp_path: Path
+) -> None:
+    """A CenterNet2 run through the same trainer: mask overlays in the visualisations, W&B
+    (offline mode, no network) receiving them, then ``--eval-only`` scoring boxes and masks."""
+    from PIL import Image
+
+    data_root, run = tmp_path / "data", tmp_path / "run"
+    result = train_toy(
+        decola, "--output-dir", str(run), "--max-iter", "2", "--wandb",
+        "--set", "logging.wandb.vis_period=2", data_root=data_root, recipe=TOY_C2,
+        env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    targets = np.asarray(Image.open(run / "vis" / "iter_0000002_box_targets.png"))
+    plain = np.asarray(Image.open(run / "vis" / "iter_0000002_box_predictions.png"))
+    assert targets.shape == plain.shape and (targets != plain).any()
+    logged = list(run.glob("wandb/offline-run-*/files/media/images/*.png"))
+    assert len(logged) == 2, logged  # predictions and targets
+    evaluated = decola(
+        *toy_train_args(data_root, "--output-dir", str(run), "--eval-only", recipe=TOY_C2),
+        timeout=600,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "mask AP" in evaluated.stdout
+    for name in ("metrics.json", "metrics_segm.json"):
+        assert "AP50" in json.loads((run / "eval" / name).read_text())
 
 
 def test_a_signal_writes_a_checkpoint_and_exits_75_then_the_run_resumes(decola, tmp_path) -> None:
