@@ -23,7 +23,10 @@ TOY_RECIPES = {
     ("baseline", "boxsup"): "toy/BoxSup-DeformDETR_Toy",
     ("baseline", "detic"): "toy/BoxSup+ST-DeformDETR_Toy",
 }
-TOY_C2_RECIPES = {("baseline", "boxsup"): "toy/BoxSup-C2_Toy"}
+TOY_C2_RECIPES = {
+    ("baseline", "boxsup"): "toy/BoxSup-C2_Toy",
+    ("baseline", "detic"): "toy/Detic-C2_Toy",
+}
 DETECTORS = ("detr", "c2", "c2+detic")
 #: The CenterNet2 recipes' input size and batch by backbone (as in their names).
 C2_SIZE_TOKENS = {"R5021k": "640b64", "SwinB": "896b32"}
@@ -141,7 +144,9 @@ def _toy_recipe(
     key = ("phase", phase) if phase is not None else ("baseline", baseline)
     if c2:
         if key not in TOY_C2_RECIPES:
-            raise ConfigError("the toy CenterNet2 recipe is --baseline boxsup --detector c2")
+            raise ConfigError(
+                "the toy CenterNet2 recipes are --baseline boxsup|detic --detector c2"
+            )
         return TOY_C2_RECIPES[key]
     if key not in TOY_RECIPES:
         raise ConfigError(f"no toy recipe for --baseline {baseline} (toy has: --baseline boxsup)")

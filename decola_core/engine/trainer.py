@@ -208,7 +208,7 @@ class Trainer:
                 if self.context.device.type == "cuda"
                 else None,
                 broadcast_buffers=False,
-                find_unused_parameters=False,
+                find_unused_parameters=self.model.has_unused_parameters,
             )
         num_workers = self.options.num_workers
         batches = self.data.batches(

@@ -100,6 +100,9 @@ class DetectionModel(nn.Module):
     supports_masks: ClassVar[bool] = False
     #: The layout of the family's released checkpoints.
     key_map: ClassVar[KeyMap] = KeyMap()
+    #: Some batches leave parameters without a gradient (e.g. a mask head on image-labelled
+    #: batches): DDP must look for unused parameters, as the original's launcher does.
+    has_unused_parameters: ClassVar[bool] = False
 
     #: The original's FP16 mode: only the backbone runs under CUDA autocast (float16).
     backbone_fp16: bool = False

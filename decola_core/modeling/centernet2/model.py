@@ -39,6 +39,7 @@ class CenterNet2(DetectionModel):
 
     supports_masks = True
     key_map = C2_KEY_MAP
+    has_unused_parameters = True  # mask head and box regressors on image-labelled batches
 
     def __init__(
         self,
