@@ -17,6 +17,7 @@ from PIL import Image
 from decola_core.config import load_recipe
 from decola_core.config.loader import list_recipes
 from decola_core.config.shorthand import recipe_for
+from decola_core.data.loader import TrainData
 from decola_core.data.lvis import LvisDataset
 from decola_core.data.transforms import (
     EfficientDetResizeCrop,
@@ -237,6 +238,15 @@ def test_pseudo_labels_replace_both_entries_of_a_detic_mix(lvis_like) -> None:
         ("pseudo_labels", "box", 2.0),
         ("pseudo_labels", "image", 2.0),
     ]
+    data = TrainData(prepare_recipe(job), root, with_polygons=True)
+    assert [ds.has_polygons for ds in data.datasets] == [True, False, False]  # pseudo: no masks
+    lvis_index = next(
+        i
+        for i in range(len(data.planner.source_of))
+        if data.planner.source_of[i] == 0 and len(data.record(i).boxes)
+    )
+    sample = data.load(0, lvis_index)
+    assert sample.polygons is not None and len(sample.polygons) == len(sample.labels)
     single = load_recipe("DECOLA_C2_LbaseI_CLIP_R5021k_640b64_ft4x")
     replaced = prepare_recipe(TrainJob(recipe=single, data_root=root, pseudo_labels=str(pseudo)))
     assert [(d.name, d.ann_type) for d in replaced.data.train][1] == ("pseudo_labels", "box")
