@@ -68,6 +68,7 @@ COMMANDS = {
     "convert": ("decola_cli.commands.pseudo", "convert_command", "CONVERT_EPILOG"),
     "merge": ("decola_cli.commands.pseudo", "merge_command", "MERGE_EPILOG"),
     "dedup": ("decola_cli.commands.pseudo", "dedup_command", "DEDUP_EPILOG"),
+    "export": ("decola_cli.commands.export", "export_command", "EPILOG"),
     "checks": ("decola_cli.commands.checks", "checks", "EPILOG"),
 }
 #: Command groups by name: the module holding their Typer app.
@@ -123,7 +124,7 @@ def _command_name(argv: list[str]) -> str | None:
 
 
 #: Options that take several space-separated values after one flag (--k 10 20 50).
-MULTI_VALUE_OPTIONS = ("--k", "--min-sizes")
+MULTI_VALUE_OPTIONS = ("--k", "--min-sizes", "--image-size")
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:

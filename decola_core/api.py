@@ -104,6 +104,28 @@ class Detector:
         )
         return cls(predictor)
 
+    @classmethod
+    def from_exported(cls, path: str | Path) -> Detector:
+        """Run a file written by ``decola export`` (ONNX through onnxruntime, or TorchScript)
+        with no torch model built; the file's metadata gives its vocabulary and test sizes."""
+        from decola_core.export.runtime import ExportedDetector
+
+        exported = ExportedDetector(path)
+        test = exported.meta.get("test", {})
+        predictor = Predictor(
+            exported,  # type: ignore[arg-type]  (the detect interface the predictor uses)
+            min_size=test.get("min_size", 800),
+            max_size=test.get("max_size", 1333),
+            max_detections=test.get("detections_per_image", 300),
+            score_threshold=test.get("score_threshold", 0.0),
+            class_names=exported.meta.get("vocabulary", {}).get("names"),
+            recipe_name=f"{exported.meta.get('recipe', '')} ({exported.format})",
+        )
+        return cls(predictor)
+
+    #: ``Detector.from_onnx(FILE)``: the same for an ONNX file.
+    from_onnx = from_exported
+
     def set_vocabulary(
         self,
         names: Sequence[str],

@@ -153,3 +153,32 @@ class PredictJob:
     conditioned: bool = True
     threshold: float = 0.3
     max_detections: int = 100
+
+
+@dataclass(kw_only=True)
+class ExportJob:
+    """``decola export``: which model, to which format and file, with which inputs and
+    vocabulary; ``config`` None means the recipe the weights record (zoo or decola train)."""
+
+    weights: str
+    output: Path
+    config: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    format: str = "onnx"
+    mode: str = "object"
+    image_size: tuple[int, int] = (800, 1333)
+    dynamic: bool = False
+    opset: int = 18
+    with_preprocess: bool = False
+    embeddings_input: bool = False
+    vocabulary: str = "model"
+    classes: list[str] | None = None
+    embeddings: Path | None = None
+    clip_weights: str | None = None
+    clip_model: str | None = None
+    template: str = "a {}"
+    tolerance: float = 1e-4
+    data_root: Path = DATA_ROOT
+    cache_dir: Path = CACHE_DIR
+    offline: bool = False
+    trust_weights: bool = False

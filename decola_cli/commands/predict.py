@@ -23,7 +23,16 @@ class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
     inputs: list[Path] = option(
         help="Image files or folders of images.", argument=True, default=...
     )
-    weights: str = option("--weights", "-w", help="Model: path or zoo name.", default=...)
+    weights: str | None = option("--weights", "-w", help="Model: path or zoo name.")
+    backend: Literal["torch", "onnx", "torchscript"] = option(
+        "--backend",
+        help="torch (--weights), or a file of decola export run as is (--model): onnx "
+        "(onnxruntime) or torchscript.",
+        default="torch",
+    )
+    model: Path | None = option(
+        "--model", help="The exported file for --backend onnx|torchscript (FILE.json beside it)."
+    )
     classes: list[str] | None = option(
         "--classes",
         help="Class names of the vocabulary, comma-separated or repeated (default: all).",
@@ -79,6 +88,7 @@ EPILOG = """[bold]Examples[/]
 
   decola predict photo.jpg --weights decola-phase1-lbase-r50 --classes "cola,fork,table"
   decola predict photos/ --weights decola-phase2-lbase-r50 --general --threshold 0.5
+  decola predict photo.jpg --backend onnx --model decola.onnx --threshold 0.5
   decola predict datasets/toy/images/toy_val_0000.png --config toy/DECOLA_PHASE1_Toy \\
       --weights runs/toy/model_final.pth --classes red_square,green_circle
 """
@@ -94,17 +104,30 @@ def predict_command(settings: PredictSettings) -> None:
 
     if settings.masks == "sam" and not settings.sam_checkpoint:
         raise ConfigError("--masks sam needs --sam-checkpoint FILE (or a zoo name: sam-vit-h)")
+    exported = settings.backend != "torch"
+    if exported and (settings.model is None or settings.weights is not None):
+        raise ConfigError(f"--backend {settings.backend} runs --model FILE (not --weights)")
+    if not exported and (settings.weights is None or settings.model is not None):
+        raise ConfigError("--backend torch needs --weights (--model is for onnx|torchscript)")
     images = collect_images(settings.inputs)
-    detector = Detector.from_pretrained(
-        settings.weights,
-        config=settings.recipe_name() if settings.uses_recipe_selection() else None,
-        overrides=settings.overrides,
-        data_root=settings.data_root,
-        cache_dir=settings.cache_dir,
-        offline=settings.offline,
-        device=settings.device,
-        trusted=bool(settings.trust_weights),
-    )
+    if exported:
+        detector = Detector.from_exported(settings.model)
+        if detector.predictor.model.format != settings.backend:
+            raise ConfigError(
+                f"{settings.model} is a {detector.predictor.model.format} file, not "
+                f"{settings.backend}"
+            )
+    else:
+        detector = Detector.from_pretrained(
+            settings.weights,
+            config=settings.recipe_name() if settings.uses_recipe_selection() else None,
+            overrides=settings.overrides,
+            data_root=settings.data_root,
+            cache_dir=settings.cache_dir,
+            offline=settings.offline,
+            device=settings.device,
+            trusted=bool(settings.trust_weights),
+        )
     if settings.vocabulary == "custom":
         if not settings.classes or not settings.clip_weights:
             raise ConfigError("--vocabulary custom needs --classes NAMES and --clip-weights FILE")

@@ -176,6 +176,22 @@ class DeformableDETRBase(DetectionModel):
         ]
         return srcs, masks, pos
 
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        prompt_ids: torch.Tensor | None = None,
+        *,
+        record: Record = None,
+    ) -> DetectorOutput:
+        """Detect in ``images`` (uint8, 3 x H x W each); see :meth:`forward_batch`."""
+        return self.forward_batch(self.preprocess(images), prompt_ids, record=record)
+
+    def forward_batch(
+        self, batch: ImageBatch, prompt_ids: torch.Tensor | None = None, *, record: Record = None
+    ) -> DetectorOutput:
+        """The raw outputs of a preprocessed batch (the family's network)."""
+        raise NotImplementedError
+
     def boxes_per_layer(self, out: TransformerOutput) -> list[torch.Tensor]:
         """Refined boxes of every decoder layer (each from the previous layer's reference)."""
         boxes = []

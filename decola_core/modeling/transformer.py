@@ -26,6 +26,14 @@ N_POINTS = 4  # sampling points per head and level (fixed in the original)
 Record = dict[str, torch.Tensor] | None
 
 
+def _grid(h, w, device, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h, w) float32 row and column indices (+ ``offset``): ``meshgrid(..., indexing="ij")``
+    by broadcasting, which keeps h and w symbolic (and right) under ONNX export."""
+    ys = torch.arange(h, dtype=torch.float32, device=device) + offset
+    xs = torch.arange(w, dtype=torch.float32, device=device) + offset
+    return ys[:, None].expand(h, w), xs[None, :].expand(h, w)
+
+
 def _run(layer: nn.Module, use_checkpoint: bool, *args):
     """Call ``layer``, recomputing its activations in backward when ``use_checkpoint``."""
     if use_checkpoint:
@@ -281,11 +289,7 @@ class DeformableTransformer(nn.Module):
     def encoder_reference_points(spatial_shapes, valid_ratios, device) -> torch.Tensor:
         points = []
         for lvl, (h, w) in enumerate(spatial_shapes):
-            ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
-                indexing="ij",
-            )
+            ref_y, ref_x = _grid(h, w, device, offset=0.5)
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
             ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)
             points.append(torch.stack((ref_x, ref_y), -1))
@@ -294,7 +298,7 @@ class DeformableTransformer(nn.Module):
 
     def encode(self, srcs, masks, pos_embeds, record: Record = None):
         """Flatten the levels and run the encoder -> (memory, mask, spatial shapes, ratios)."""
-        spatial_shapes = [(int(s.shape[2]), int(s.shape[3])) for s in srcs]
+        spatial_shapes = [(s.shape[2], s.shape[3]) for s in srcs]  # symbolic under export
         src_flatten = torch.cat([s.flatten(2).transpose(1, 2) for s in srcs], 1)
         mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
         pos_flatten = torch.cat(
@@ -334,11 +338,7 @@ class DeformableTransformer(nn.Module):
             level_mask = mask_flatten[:, start : start + h * w].view(batch, h, w, 1)
             valid_h = torch.sum(~level_mask[:, :, 0, 0], 1)
             valid_w = torch.sum(~level_mask[:, 0, :, 0], 1)
-            grid_y, grid_x = torch.meshgrid(
-                torch.linspace(0, h - 1, h, dtype=torch.float32, device=memory.device),
-                torch.linspace(0, w - 1, w, dtype=torch.float32, device=memory.device),
-                indexing="ij",
-            )
+            grid_y, grid_x = _grid(h, w, memory.device)
             grid = torch.cat([grid_x.unsqueeze(-1), grid_y.unsqueeze(-1)], -1)
             scale = torch.cat([valid_w.unsqueeze(-1), valid_h.unsqueeze(-1)], 1).view(
                 batch, 1, 1, 2

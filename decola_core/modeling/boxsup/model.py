@@ -14,7 +14,7 @@ from decola_core.errors import ConfigError, InputError
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.boxsup.criterion import BaselineCriterion
 from decola_core.modeling.classifier import DeticZeroShotClassifier
-from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput
+from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput, ImageBatch
 from decola_core.modeling.interface import TrainStep, register_family
 from decola_core.modeling.resources import load_embeddings, load_fed_loss_weight, resolve_path
 from decola_core.modeling.transformer import DeformableTransformer, FirstStageScores, Record
@@ -50,20 +50,16 @@ class BoxSupDETR(DeformableDETRBase):
         self.register_buffer("fed_loss_weight", fed_loss_weight.float())
         self.criterion = criterion or BaselineCriterion()
 
-    def forward(
-        self,
-        images: list[torch.Tensor],
-        prompt_ids: torch.Tensor | None = None,
-        *,
-        record: Record = None,
+    def forward_batch(
+        self, batch: ImageBatch, prompt_ids: torch.Tensor | None = None, *, record: Record = None
     ) -> DetectorOutput:
-        """Detect in ``images``; the baseline has no class mode (``prompt_ids`` must be None)."""
+        """Detect in a preprocessed batch; the baseline has no class mode (``prompt_ids`` must
+        be None)."""
         if prompt_ids is not None:
             raise InputError(
                 "the BoxSup/Detic baseline has no class mode; restrict classes in "
                 "post-processing instead (allowed_classes)"
             )
-        batch = self.preprocess(images)
         srcs, masks, pos = self.feature_levels(batch, record)
         scores = FirstStageScores(self.class_embed[-1], None)
         out = self.transformer(srcs, masks, pos, scores=scores, record=record)

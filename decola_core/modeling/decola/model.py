@@ -14,7 +14,7 @@ from decola_core.errors import ConfigError
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.classifier import PromptClassifier
 from decola_core.modeling.decola.criterion import DecolaCriterion
-from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput
+from decola_core.modeling.detector import DeformableDETRBase, DetectorOutput, ImageBatch
 from decola_core.modeling.interface import TrainStep, register_family
 from decola_core.modeling.postprocess import PseudoBoxes
 from decola_core.modeling.prompts import training_prompts
@@ -122,23 +122,22 @@ class DecolaDETR(DeformableDETRBase):
             first_stage.zs_weight,
         )
 
-    def forward(
-        self,
-        images: list[torch.Tensor],
-        prompt_ids: torch.Tensor | None = None,
-        *,
-        record: Record = None,
+    def forward_batch(
+        self, batch: ImageBatch, prompt_ids: torch.Tensor | None = None, *, record: Record = None
     ) -> DetectorOutput:
-        """Detect in ``images`` (uint8, 3 x H x W each).
+        """Detect in a preprocessed batch.
 
         ``prompt_ids`` (K,) class ids selects class mode (every image uses the same K prompts);
         None selects object mode ("a object", all classes scored).
         """
-        batch = self.preprocess(images)
         srcs, masks, pos = self.feature_levels(batch, record)
         class_mode = prompt_ids is not None
         out = self.transformer(
-            srcs, masks, pos, scores=self.first_stage_scores(prompt_ids, len(images)), record=record
+            srcs,
+            masks,
+            pos,
+            scores=self.first_stage_scores(prompt_ids, batch.tensor.shape[0]),
+            record=record,
         )
         layers = []
         for lvl, boxes in enumerate(self.boxes_per_layer(out)):

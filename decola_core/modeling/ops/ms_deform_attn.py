@@ -73,10 +73,11 @@ def ms_deform_attn_pytorch(
         v.flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
         for v, (h, w) in zip(value.split(sizes, dim=1), spatial_shapes, strict=True)
     ]
-    outputs = []
-    for start in range(0, num_queries, max(1, query_chunk)):
-        end = min(start + query_chunk, num_queries)
-        grids = 2 * sampling_locations[:, start:end] - 1  # (B, q, M, L, P, 2)
+
+    def sample(locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(B, q, M, L, P, 2) locations and (B, q, M, L, P) weights -> (B, q, M * d)."""
+        queries = locations.shape[1]
+        grids = 2 * locations - 1
         sampled = [
             F.grid_sample(
                 value_levels[lvl],
@@ -88,10 +89,16 @@ def ms_deform_attn_pytorch(
             for lvl in range(levels)
         ]  # each (B*M, d, q, P)
         stacked = torch.stack(sampled, dim=-2).flatten(-2)  # (B*M, d, q, L*P)
-        weights = attention_weights[:, start:end].transpose(1, 2)  # (B, M, q, L, P)
-        weights = weights.reshape(batch * heads, 1, end - start, levels * points)
-        chunk = (stacked * weights).sum(-1).view(batch, heads * dim, end - start)
-        outputs.append(chunk.transpose(1, 2))
+        weights = weights.transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
+        return (stacked * weights).sum(-1).view(batch, heads * dim, queries).transpose(1, 2)
+
+    if not isinstance(num_queries, int):  # symbolic (under export): chunks would fix the count
+        return sample(sampling_locations, attention_weights).contiguous()
+    step = max(1, query_chunk)
+    outputs = [
+        sample(sampling_locations[:, s : s + step], attention_weights[:, s : s + step])
+        for s in range(0, num_queries, step)
+    ]
     return torch.cat(outputs, dim=1).contiguous()
 
 

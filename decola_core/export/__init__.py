@@ -1,0 +1,1 @@
+"""Export to ONNX and TorchScript (``decola export``) and running the exported files."""
