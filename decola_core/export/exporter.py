@@ -110,10 +110,7 @@ def export_model(
 ) -> tuple[Path, dict]:
     """Export ``model`` as ``spec`` says to ``output``, check it against eager PyTorch, and
     write ``output`` and ``output.json``; returns the metadata written."""
-    if spec.format not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)} (got '{spec.format}')")
-    if spec.format == "onnx":
-        require_onnx()
+    check_spec(spec)
     graph = DetectionGraph(
         model.cpu(),
         mode=spec.mode,
@@ -124,11 +121,7 @@ def export_model(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".{output.name}.tmp")
-    if spec.dynamic and spec.format == "torchscript":
-        raise InputError(
-            "a TorchScript trace serves one image size (any batch and K); use --format onnx for "
-            "--dynamic, or give --image-size"
-        )
+    check_spec(spec)
     # the second run is at another batch size and K (and, dynamic, another image size)
     sizes = DYNAMIC_CHECK_SIZES if spec.dynamic else (spec.image_size, spec.image_size)
     start = time.perf_counter()
@@ -156,6 +149,19 @@ def export_model(
         temporary.unlink(missing_ok=True)
     atomic_write_text(output.with_name(output.name + ".json"), json.dumps(meta, indent=2) + "\n")
     return output, meta
+
+
+def check_spec(spec: ExportSpec) -> None:
+    """Refuse what cannot be exported, before any model is built."""
+    if spec.format not in FORMATS:
+        raise InputError(f"--format must be one of {', '.join(FORMATS)} (got '{spec.format}')")
+    if spec.dynamic and spec.format == "torchscript":
+        raise InputError(
+            "a TorchScript trace serves one image size (any batch and K); use --format onnx for "
+            "--dynamic, or give --image-size"
+        )
+    if spec.format == "onnx":
+        require_onnx()
 
 
 def require_onnx() -> None:
@@ -231,7 +237,9 @@ def run_exported(path: Path, fmt: str, inputs: tuple[torch.Tensor, ...], names: 
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {n: x.numpy() for n, x in zip(names, inputs, strict=True)})
-    module = torch.jit.load(str(path))
+    with warnings.catch_warnings():  # TorchScript's deprecation notice
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path))
     with torch.no_grad():
         return [t.numpy() for t in module(*inputs)]
 
@@ -241,8 +249,8 @@ def check_parity(graph: DetectionGraph, path: Path, spec: ExportSpec, sizes) -> 
     box_diff = score_diff = 0.0
     matched = True
     for n, size in enumerate(sizes):
-        # the second run: another batch size and another K than exported
-        batch = spec.batch if n == 0 else 1 + spec.batch % 2
+        # the second run: another K than exported (and, dynamic, another batch size)
+        batch = 1 + spec.batch % 2 if n and spec.dynamic else spec.batch
         prompts = spec.prompts if n == 0 else 1 + spec.prompts % 4
         inputs = example_inputs(graph, tuple(size), batch, prompts, seed=100 + n)
         with torch.no_grad():

@@ -106,8 +106,20 @@ class DetectionGraph(nn.Module):
         first = self.model.class_embed[-1]
         weight = F.normalize(embeddings.float(), p=2, dim=1) if first.norm_weight else embeddings
         rows = torch.cat([weight, first.zs_weight[first.num_classes :]])
-        buffers = {name: rows for name in self.weight_names}
-        return functional_call(self, buffers, (images, prompt_ids), strict=False, tie_weights=False)
+        if not torch.jit.is_tracing():  # torch.export (ONNX) and eager: a functional call
+            buffers = {name: rows for name in self.weight_names}
+            return functional_call(
+                self, buffers, (images, prompt_ids), strict=False, tie_weights=False
+            )
+        heads = [self.get_submodule(n.rsplit(".", 1)[0]) for n in self.weight_names]
+        saved = [head.zs_weight for head in heads]  # TorchScript's tracer: swap and restore
+        try:
+            for head in heads:
+                head.zs_weight = rows
+            return self._detect(images, prompt_ids)
+        finally:
+            for head, weight in zip(heads, saved, strict=True):
+                head.zs_weight = weight
 
     def _detect(self, images: torch.Tensor, prompt_ids: torch.Tensor | None):
         model = self.model

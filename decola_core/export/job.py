@@ -12,7 +12,7 @@ from decola_core.config.loader import load_recipe
 from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
 from decola_core.engine.predict import recipe_for_weights, use_custom_vocabulary
 from decola_core.errors import InputError
-from decola_core.export.exporter import ExportSpec, export_model, sha256_of
+from decola_core.export.exporter import ExportSpec, check_spec, export_model, sha256_of
 from decola_core.jobs import ExportJob
 from decola_core.modeling.predictor import Predictor
 from decola_core.modeling.resources import load_embeddings, resolve_path
@@ -23,6 +23,16 @@ log = logging.getLogger(__name__)
 
 def run_export(job: ExportJob) -> dict:
     """Export ``job.weights`` as the job says; returns the metadata written beside the file."""
+    spec = ExportSpec(
+        format=job.format,
+        mode=job.mode,
+        image_size=None if job.dynamic else tuple(job.image_size),
+        opset=job.opset,
+        with_preprocess=job.with_preprocess,
+        embeddings_input=job.embeddings_input,
+        tolerance=job.tolerance,
+    )
+    check_spec(spec)
     weights = resolve_weights(job.weights, job.cache_dir, offline=job.offline)
     recipe = (
         load_recipe(job.config, job.overrides)
@@ -40,16 +50,7 @@ def run_export(job: ExportJob) -> dict:
         trusted=job.trust_weights,
     )
     vocabulary = _vocabulary(job, predictor, recipe)
-    spec = ExportSpec(
-        format=job.format,
-        mode=job.mode,
-        image_size=None if job.dynamic else tuple(job.image_size),
-        opset=job.opset,
-        with_preprocess=job.with_preprocess,
-        embeddings_input=job.embeddings_input,
-        max_detections=recipe.test.detections_per_image,
-        tolerance=job.tolerance,
-    )
+    spec.max_detections = recipe.test.detections_per_image
     log.info(
         "exporting %s (%s, %s mode, %s) to %s",
         recipe.name,

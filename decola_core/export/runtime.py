@@ -54,7 +54,11 @@ class ExportedDetector:
             self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
             self._names = [i.name for i in self._session.get_inputs()]
         else:
-            self._module = torch.jit.load(str(self.path))
+            import warnings
+
+            with warnings.catch_warnings():  # TorchScript's deprecation notice
+                warnings.simplefilter("ignore", FutureWarning)
+                self._module = torch.jit.load(str(self.path))
             self._names = list(self.meta["inputs"])
 
     @property
