@@ -206,3 +206,40 @@ def test_export_errors_are_one_line(decola, toy, tmp_path) -> None:
         "predict", str(tmp_path / "x.png"), "--backend", "onnx", "--weights", str(weights),
     )  # fmt: skip
     assert result.returncode == 2 and "--backend onnx runs --model FILE" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def golden(reference_dir: Path):
+    """The reference small DECOLA phase-1 model (shared/reference) and its golden images."""
+    from decola_core.config.importer import import_original
+
+    recipe = import_original(reference_dir / "golden_phase1_small.yaml").recipe
+    model = build_model(recipe, data_root=reference_dir)
+    load_weights(model, reference_dir / "golden_phase1_small.pth")
+    images = torch.load(reference_dir / "golden_inputs.pt")["images"]
+    return model.eval(), images
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("mode", ["object", "conditioned"])
+def test_the_reference_model_exports_in_both_modes_and_formats(golden, tmp_path, fmt, mode):
+    """Exported at the first golden image's size, then run on that image (not only on the
+    random inputs of the parity check) against eager PyTorch."""
+    model, images = golden
+    image = images[0]
+    size = tuple(int(v) for v in image.shape[1:])
+    spec = ExportSpec(format=fmt, mode=mode, image_size=size, max_detections=100)
+    path, meta = export_model(model, spec, tmp_path / f"golden.{fmt}")
+    assert meta["parity"]["passed"], meta["parity"]
+    graph = exporter.DetectionGraph(model, mode=mode, max_detections=100)
+    pixels = image.to(torch.uint8).permute(1, 2, 0)[None]
+    inputs = [graph.normalise(pixels)]
+    if mode == "conditioned":
+        inputs.append(torch.tensor([0, 5, 17]))
+    inputs = tuple(inputs)
+    with torch.no_grad():
+        eager = [t.numpy() for t in graph(*inputs)]
+    exported = exporter.run_exported(path, fmt, inputs, graph.input_names())
+    box_diff, score_diff, matched = exporter.compare_outputs(eager, exported)
+    assert matched and score_diff <= 1e-4 and box_diff <= 1e-4 * max(size)
