@@ -159,6 +159,20 @@ def test_torchscript_exports_in_both_modes_with_preprocessing(toy, tmp_path, mod
     torch.testing.assert_close(dets.scores, expected.scores, rtol=1e-4, atol=1e-5)
 
 
+def test_the_boxsup_baseline_exports_in_object_mode(toy, tmp_path) -> None:
+    from decola_core.export.runtime import ExportedDetector
+
+    model = build_model(load_recipe("toy/BoxSup-DeformDETR_Toy"), data_root=toy[0]).eval()
+    spec = ExportSpec(format="torchscript", image_size=(96, 128), max_detections=30)
+    path, meta = export_model(model, spec, tmp_path / "boxsup.pt")
+    assert meta["parity"]["passed"] and meta["architecture"] == "deformable_detr"
+    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)
+    dets = ExportedDetector(path).detect([image], [(96, 128)])[0]
+    expected = model.detect([image], [(96, 128)], max_detections=30)[0]
+    torch.testing.assert_close(dets.scores, expected.scores, rtol=1e-4, atol=1e-5)
+    assert torch.equal(dets.labels, expected.labels)
+
+
 def test_failed_parity_and_unsupported_exports_leave_no_file(toy, tmp_path, monkeypatch) -> None:
     _, _, model = toy
     spec = ExportSpec(format="torchscript", image_size=(96, 96), max_detections=30)

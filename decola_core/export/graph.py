@@ -42,7 +42,7 @@ class DetectionGraph(nn.Module):
         if not isinstance(model, DeformableDETRBase):
             raise InputError(
                 f"export supports the Deformable-DETR detectors (decola, deformable_detr), "
-                f"not {model.architecture}"
+                f"not {model.architecture} (its proposals, NMS and cascade are data-dependent)"
             )
         if mode not in MODES:
             raise InputError(f"mode must be one of {', '.join(MODES)} (got '{mode}')")
