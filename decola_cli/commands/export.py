@@ -37,7 +37,7 @@ class ExportSettings(RecipeSettings, TrustSettings, DecolaSettings):
     dynamic: bool = option(
         "--dynamic", help="Any batch size and image size (checked at two sizes).", default=False
     )
-    opset: int | None = option("--opset", help="ONNX opset (default 18).", min=17)
+    opset: int | None = option("--opset", help="ONNX opset, 16 or newer (default 18).", min=1)
     with_preprocess: bool = option(
         "--with-preprocess",
         help="Take uint8 RGB (B, H, W, 3) images; normalisation inside the graph.",

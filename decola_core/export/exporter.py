@@ -29,6 +29,7 @@ from decola_core.utils.io import atomic_write_text
 log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 18
+MIN_OPSET = 16  # GridSample on 4-D inputs
 FORMAT_VERSION = 1
 INSTALL_HINT = (
     'ONNX needs the export extra: pip install "decola[export]" (onnx, onnxruntime, onnxscript)'
@@ -159,6 +160,11 @@ def check_spec(spec: ExportSpec) -> None:
         raise InputError(
             "a TorchScript trace serves one image size (any batch and K); use --format onnx for "
             "--dynamic, or give --image-size"
+        )
+    if spec.format == "onnx" and spec.opset < MIN_OPSET:
+        raise InputError(
+            f"--opset {spec.opset}: the deformable attention's GridSample needs opset "
+            f"{MIN_OPSET} or newer"
         )
     if spec.format == "onnx":
         require_onnx()
