@@ -7,9 +7,9 @@ from ``DECOLA_<FIELD>``, else from the default; None means "the core job's defau
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from decola_cli.command import ENV_PREFIX, option
@@ -166,3 +166,32 @@ class MultiNodeSettings(LaunchSettings):
     dist_url: str | None = option(
         "--dist-url", help="host:port of machine 0 (multi-node).", panel=RUN_PANEL
     )
+
+
+class VocabularySettings(Settings):
+    """The classes to detect: names of the model's vocabulary, or any names embedded with a
+    local CLIP text tower (``--vocabulary custom``)."""
+
+    classes: list[str] | None = option(
+        "--classes",
+        help="Class names of the vocabulary, comma-separated or repeated (default: all).",
+    )
+    vocabulary: Literal["model", "lvis", "custom"] = option(
+        "--vocabulary",
+        help="model (or lvis): --classes come from the model's class-embedding file; custom: any "
+        "names, embedded with --clip-weights (cached).",
+        default="model",
+    )
+    clip_weights: str | None = option(
+        "--clip-weights", help="CLIP weights for --vocabulary custom (path or zoo name)."
+    )
+    clip_model: str | None = option(
+        "--clip-model", help="open_clip model (default: ViT-B-32-quickgelu)."
+    )
+    template: str = option("--template", help="Prompt for custom names.", default="a {}")
+
+    @field_validator("classes", mode="after")
+    @classmethod
+    def _split(cls, value: list[str] | None) -> list[str] | None:
+        names = [n.strip() for item in value or [] for n in item.split(",") if n.strip()]
+        return names or None

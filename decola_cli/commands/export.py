@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
-
 from decola_cli.command import job_values, option, settings_command
 from decola_cli.console import err
-from decola_cli.settings import DecolaSettings, RecipeSettings, TrustSettings
+from decola_cli.settings import (
+    DecolaSettings,
+    RecipeSettings,
+    TrustSettings,
+    VocabularySettings,
+)
 from decola_core.jobs import ExportJob
 
 
-class ExportSettings(RecipeSettings, TrustSettings, DecolaSettings):
+class ExportSettings(RecipeSettings, VocabularySettings, TrustSettings, DecolaSettings):
     """``decola export``."""
 
     weights: str = option("--weights", "-w", help="Model: path or zoo name.", default=...)
@@ -48,31 +51,13 @@ class ExportSettings(RecipeSettings, TrustSettings, DecolaSettings):
         help="Conditioned mode: the vocabulary's embedding matrix is an input too.",
         default=False,
     )
-    vocabulary: Literal["model", "lvis", "custom"] = option(
-        "--vocabulary",
-        help="model (or lvis): the model's classes (--classes picks some); custom: any names, "
-        "embedded with --clip-weights.",
-        default="model",
-    )
-    classes: list[str] | None = option(
-        "--classes", help="Class names, comma-separated or repeated."
-    )
     embeddings: Path | None = option(
         "--embeddings", help="An (N, D) .npy of class embeddings to build in (rows = --classes)."
     )
-    clip_weights: str | None = option("--clip-weights", help="CLIP weights for custom names.")
-    clip_model: str | None = option("--clip-model", help="open_clip model for custom names.")
-    template: str = option("--template", help="Prompt for custom names.", default="a {}")
     tolerance: float | None = option(
         "--tolerance", help="Largest relative difference from PyTorch accepted (default 1e-4).",
         min=0.0,
     )  # fmt: skip
-
-    @field_validator("classes", mode="after")
-    @classmethod
-    def _split(cls, value: list[str] | None) -> list[str] | None:
-        names = [n.strip() for item in value or [] for n in item.split(",") if n.strip()]
-        return names or None
 
 
 EPILOG = """[bold]Examples[/]

@@ -5,19 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
-
 from decola_cli.command import option, settings_command
 from decola_cli.console import err
 from decola_cli.settings import (
     DecolaSettings,
     RecipeSettings,
     TrustSettings,
+    VocabularySettings,
 )
 from decola_core.jobs import PredictJob
 
 
-class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
+class PredictSettings(RecipeSettings, VocabularySettings, TrustSettings, DecolaSettings):
     """``decola predict``: detect in image files and draw the results."""
 
     inputs: list[Path] = option(
@@ -33,23 +32,6 @@ class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
     model: Path | None = option(
         "--model", help="The exported file for --backend onnx|torchscript (FILE.json beside it)."
     )
-    classes: list[str] | None = option(
-        "--classes",
-        help="Class names of the vocabulary, comma-separated or repeated (default: all).",
-    )
-    vocabulary: Literal["model", "lvis", "custom"] = option(
-        "--vocabulary",
-        help="model (or lvis): --classes come from the model's class-embedding file; custom: any "
-        "names, embedded with --clip-weights (cached).",
-        default="model",
-    )
-    clip_weights: str | None = option(
-        "--clip-weights", help="CLIP weights for --vocabulary custom (path or zoo name)."
-    )
-    clip_model: str | None = option(
-        "--clip-model", help="open_clip model (default: ViT-B-32-quickgelu)."
-    )
-    template: str = option("--template", help="Prompt for custom names.", default="a {}")
     conditioned: bool | None = option(
         "--conditioned/--general",
         help="Prompt the model with --classes (phase-1 class mode) or detect all objects and keep "
@@ -76,12 +58,6 @@ class PredictSettings(RecipeSettings, TrustSettings, DecolaSettings):
     sam_model: Literal["vit_h", "vit_l", "vit_b"] | None = option(
         "--sam-model", help="SAM variant (default: from the checkpoint's file name)."
     )
-
-    @field_validator("classes", mode="after")
-    @classmethod
-    def _split(cls, value: list[str] | None) -> list[str] | None:
-        names = [n.strip() for item in value or [] for n in item.split(",") if n.strip()]
-        return names or None
 
 
 EPILOG = """[bold]Examples[/]

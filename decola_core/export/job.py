@@ -89,7 +89,10 @@ def _vocabulary(job: ExportJob, predictor: Predictor, recipe) -> dict:
     names = list(predictor.class_names or [])
     source = {"kind": "recipe", "file": recipe.model.classifier.embeddings}
     if job.embeddings is not None:
-        rows = np.load(job.embeddings)
+        try:
+            rows = np.load(job.embeddings)
+        except (OSError, ValueError) as err:
+            raise InputError(f"{job.embeddings}: not a readable .npy file ({err})") from None
         if rows.ndim != 2:
             raise InputError(f"{job.embeddings}: expected an (N, D) array, got {rows.shape}")
         names = job.classes or [f"class_{i}" for i in range(rows.shape[0])]

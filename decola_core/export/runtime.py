@@ -51,14 +51,24 @@ class ExportedDetector:
             require_onnx()
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            try:
+                self._session = ort.InferenceSession(
+                    str(self.path), providers=["CPUExecutionProvider"]
+                )
+            except Exception as err:  # onnxruntime raises its own types for unreadable files
+                raise InputError(f"{self.path}: not a readable ONNX file ({err})") from None
             self._names = [i.name for i in self._session.get_inputs()]
         else:
             import warnings
 
             with warnings.catch_warnings():  # TorchScript's deprecation notice
                 warnings.simplefilter("ignore", FutureWarning)
-                self._module = torch.jit.load(str(self.path))
+                try:
+                    self._module = torch.jit.load(str(self.path))
+                except (RuntimeError, ValueError) as err:
+                    raise InputError(
+                        f"{self.path}: not a readable TorchScript file ({err})"
+                    ) from None
             self._names = list(self.meta["inputs"])
 
     @property
@@ -78,11 +88,10 @@ class ExportedDetector:
         self.embeddings = embeddings.float().cpu().numpy()
 
     def _inputs(self, image: torch.Tensor, prompt_ids: torch.Tensor | None) -> list[np.ndarray]:
-        pixels = image.permute(1, 2, 0).cpu().numpy()[None]  # (1, H, W, 3) uint8 RGB
-        if self.with_preprocess:
-            inputs = [pixels]
+        if self.with_preprocess:  # (1, H, W, 3) uint8 RGB; the graph normalises
+            inputs = [image.permute(1, 2, 0).cpu().numpy()[None]]
         else:
-            chw = pixels[0].transpose(2, 0, 1).astype(np.float32)
+            chw = image.cpu().numpy().astype(np.float32)
             if self.bgr:
                 chw = chw[::-1]
             inputs = [((chw - self.pixel_mean) / self.pixel_std)[None].astype(np.float32)]
