@@ -8,7 +8,8 @@ file) and timed: one warm-up, then the median of ``--repeats`` runs. The exporte
 figures are printed, not enforced: with random weights the conditioned first stage picks its
 top tokens among near-equal scores, so float-level differences can pick other queries.
 
-    python benchmarks/bench_export.py [--threads 2] [--repeats 3] [--reference-dir DIR]
+    python benchmarks/bench_export.py [--threads 2] [--repeats 3] [--models toy r50]
+        [--reference-dir DIR]
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pathlib import Path
 
 from _common import add_reference_dir_argument
 
-CASES = (
-    ("toy phase 1", "toy/DECOLA_PHASE1_Toy", (128, 160)),
-    ("R50-21k phase 1", "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x", (800, 1067)),
-)
+CASES = {
+    "toy": ("toy phase 1", "toy/DECOLA_PHASE1_Toy", (128, 160)),
+    "r50": ("R50-21k phase 1", "DECOLA_PHASE1_Lbase_CLIP_R5021k_4x", (800, 1067)),
+}
 MODES = (("object", None), ("conditioned K=3", 3))
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", nargs="+", choices=list(CASES), default=list(CASES))
     add_reference_dir_argument(parser)
     args = parser.parse_args()
 
@@ -62,7 +64,7 @@ def main() -> None:
     print(f"CPU, {args.threads} threads for torch and onnxruntime; median of {args.repeats} runs")
     print(f"{'model':18s}{'mode':17s}{'input':>11s}{'eager ms':>11s}{'onnx ms':>10s}"
           f"{'x eager':>9s}{'export s':>10s}{'box |d| px':>12s}{'score |d|':>11s}")  # fmt: skip
-    for label, name, size in CASES:
+    for label, name, size in (CASES[m] for m in args.models):
         recipe = load_recipe(name)
         data_root = args.reference_dir
         if name.startswith("toy/"):

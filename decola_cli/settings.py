@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: recipes are loaded by the commands that n
 
 RECIPE_PANEL = "Recipe selection"
 RUN_PANEL = "Processes"
+CUSTOM_PANEL = "Your own data (COCO/LVIS format)"
 
 
 class Settings(BaseSettings):
@@ -146,6 +147,11 @@ class TrustSettings(Settings):
         help="Allow pickled weights (.pkl, e.g. detectron2's ImageNet-1k R50 backbone); a pickle "
         "can run code when loaded, so only for files you trust.",
     )
+    allow_embedding_mismatch: bool | None = option(
+        "--allow-embedding-mismatch",
+        help="Load weights trained with class embeddings of another text encoder than the "
+        "model's (refused by default: the classes would be scored in the wrong space).",
+    )
 
 
 class LaunchSettings(DecolaSettings):
@@ -168,7 +174,21 @@ class MultiNodeSettings(LaunchSettings):
     )
 
 
-class VocabularySettings(Settings):
+class ClipTextSettings(Settings):
+    """A local CLIP text tower that embeds class names (cached by weights, template, names)."""
+
+    clip_weights: str | None = option(
+        "--clip-weights",
+        help="CLIP weights (path or zoo name) that embed class names: --vocabulary custom, or "
+        "the categories of --train-json.",
+    )
+    clip_model: str | None = option(
+        "--clip-model", help="open_clip model (default: ViT-B-32-quickgelu)."
+    )
+    template: str = option("--template", help="Prompt for the class names.", default="a {}")
+
+
+class VocabularySettings(ClipTextSettings):
     """The classes to detect: names of the model's vocabulary, or any names embedded with a
     local CLIP text tower (``--vocabulary custom``)."""
 
@@ -182,16 +202,53 @@ class VocabularySettings(Settings):
         "names, embedded with --clip-weights (cached).",
         default="model",
     )
-    clip_weights: str | None = option(
-        "--clip-weights", help="CLIP weights for --vocabulary custom (path or zoo name)."
-    )
-    clip_model: str | None = option(
-        "--clip-model", help="open_clip model (default: ViT-B-32-quickgelu)."
-    )
-    template: str = option("--template", help="Prompt for custom names.", default="a {}")
 
     @field_validator("classes", mode="after")
     @classmethod
     def _split(cls, value: list[str] | None) -> list[str] | None:
         names = [n.strip() for item in value or [] for n in item.split(",") if n.strip()]
         return names or None
+
+
+class CustomDataSettings(ClipTextSettings):
+    """Fine-tuning on a user's COCO/LVIS-format box set (core: CustomData)."""
+
+    train_json: Path | None = option(
+        "--train-json",
+        help="Your training boxes (COCO/LVIS JSON); decola derives the vocabulary, embeddings, "
+        "federated-loss weights and protocol from it.",
+        panel=CUSTOM_PANEL,
+    )
+    train_images: Path | None = option(
+        "--train-images", help="Folder of the training images.", panel=CUSTOM_PANEL
+    )
+    val_json: Path | None = option(
+        "--val-json", help="Validation boxes (same categories).", panel=CUSTOM_PANEL
+    )
+    val_images: Path | None = option(
+        "--val-images", help="Folder of the validation images.", panel=CUSTOM_PANEL
+    )
+    embeddings: Path | None = option(
+        "--embeddings",
+        help="Your own class embeddings (.npy, one row per category in id order) instead of "
+        "--clip-weights.",
+        panel=CUSTOM_PANEL,
+    )
+    epochs: float | None = option(
+        "--epochs",
+        help="Passes over the training images (sets the schedule; default: the recipe's).",
+        panel=CUSTOM_PANEL,
+    )
+
+    def uses_custom_data(self) -> bool:
+        given = [self.val_json, self.val_images, self.embeddings, self.epochs]
+        if self.train_json is None and self.train_images is None:
+            if any(v is not None for v in given):
+                raise ConfigError(
+                    "--val-json/--val-images/--embeddings/--epochs go with --train-json and "
+                    "--train-images"
+                )
+            return False
+        if self.train_json is None or self.train_images is None:
+            raise ConfigError("give --train-json and --train-images together")
+        return True

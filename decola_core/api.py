@@ -10,7 +10,7 @@ import torch
 
 from decola_core.config.loader import load_recipe
 from decola_core.data.images import read_image
-from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
+from decola_core.data.toy import ensure_toy_data
 from decola_core.engine.predict import (
     draw_detections,
     filter_detections,
@@ -82,18 +82,19 @@ class Detector:
         offline: bool = False,
         device: str = "cpu",
         trusted: bool = False,
+        allow_embedding_mismatch: bool = False,
     ) -> Detector:
         """Load a zoo model by name or a weights file; ``config`` names the recipe when the
         weights do not come with one (zoo entries and ``decola train`` checkpoints do);
-        ``trusted`` allows pickled (``.pkl``) weights, which can run code when loaded."""
+        ``trusted`` allows pickled (``.pkl``) weights, which can run code when loaded;
+        ``allow_embedding_mismatch`` loads weights trained with another encoder's embeddings."""
 
         weights = resolve_weights(str(name_or_path), Path(cache_dir).expanduser(), offline=offline)
         if config is not None:
             recipe = load_recipe(config, overrides)
         else:
             recipe = recipe_for_weights(str(name_or_path), weights, overrides)
-        if recipe_uses_toy_data(recipe):
-            ensure_toy_dataset(data_root)
+        ensure_toy_data(recipe, data_root)
         predictor = Predictor.from_recipe(
             recipe,
             weights,
@@ -101,6 +102,7 @@ class Detector:
             cache_dir=cache_dir,
             device=device,
             trusted=trusted,
+            allow_embedding_mismatch=allow_embedding_mismatch,
         )
         return cls(predictor)
 

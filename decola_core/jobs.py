@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # annotations only: this module stays light for the CLI
     from decola_core.config.schema import Recipe
@@ -54,6 +54,7 @@ class TrainOptions:
     init_weights: Path | None = None
     teacher_weights: Path | None = None
     trust_weights: bool = False  # allow pickled weights (.pkl): they can run code when loaded
+    allow_embedding_mismatch: bool = False  # weights trained with another encoder's embeddings
 
 
 @dataclass(kw_only=True)
@@ -96,6 +97,7 @@ class EvalJob:
     max_bad_images: int = 0
     wandb: bool = False
     trust_weights: bool = False
+    allow_embedding_mismatch: bool = False
     data_root: Path = DATA_ROOT
     cache_dir: Path = CACHE_DIR
     offline: bool = False
@@ -104,7 +106,8 @@ class EvalJob:
 @dataclass(kw_only=True)
 class SelfLabelJob:
     """``decola self-label``: label ``label_dataset`` (a catalog set, default the recipe's test
-    set) or ``image_info`` + ``image_root`` with the phase-1 ``weights`` (a path or zoo name) at
+    set), ``image_info`` + ``image_root``, or the images of a ``tags`` file (image file -> class
+    names) under ``image_root``, with the phase-1 ``weights`` (a path or zoo name) at
     each of ``min_sizes`` (default: the recipe's ``self_label.min_sizes``) with the long side at
     most ``max_size`` (default: the recipe's ``test.max_size``), into ``output_dir``."""
 
@@ -116,11 +119,14 @@ class SelfLabelJob:
     label_dataset: str | None = None
     image_info: Path | None = None
     image_root: Path | None = None
+    tags: Path | None = None  # image file -> class names (CSV or JSON), with image_root
+    export: Literal["coco", "yolo"] | None = None  # the deduplicated boxes (implies postprocess)
     batch_size: int | None = None  # None: the recipe's test.batch_size
     shard_images: int = 2000
     max_bad_images: int = 100
     postprocess: bool = False  # then convert, merge and dedup (run_pseudo_chain)
     trust_weights: bool = False
+    allow_embedding_mismatch: bool = False
     data_root: Path = DATA_ROOT
     cache_dir: Path = CACHE_DIR
     offline: bool = False
@@ -182,3 +188,4 @@ class ExportJob:
     cache_dir: Path = CACHE_DIR
     offline: bool = False
     trust_weights: bool = False
+    allow_embedding_mismatch: bool = False

@@ -5,6 +5,7 @@ CUDA, and the reference-data folder."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -110,3 +111,27 @@ class DecolaRunner:
 def decola() -> DecolaRunner:
     """The ``decola`` command line (see :class:`DecolaRunner`)."""
     return DecolaRunner()
+
+
+TINY_CLIP = {
+    "embed_dim": 64,  # the toy recipes' embedding width
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
+    """(architecture config, random weights) of a tiny CLIP."""
+    import open_clip
+    import torch
+
+    root = tmp_path_factory.mktemp("clip")
+    config = root / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    weights = root / "tiny.pt"
+    torch.save(open_clip.create_model("tiny-clip").state_dict(), weights)
+    return config, weights

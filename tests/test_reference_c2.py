@@ -25,6 +25,13 @@ from decola_core.modeling.predictor import resize_shortest_edge
 pytestmark = pytest.mark.reference
 RTOL = ATOL = 1e-4
 PIXELS = 1e-3  # FPN values and boxes in pixels (README §5)
+# Gradient norms sum float32 products over whole layers, in an order that oneDNN's convolution
+# kernels choose per CPU: a fresh install on a 2-core EPYC gave 1.6e-4 and 4.2e-4 relative on
+# one to four of 103 norms (decola and the unchanged code of the commit before alike).
+GRAD_RTOL = 1e-3
+# A pasted mask binarises interpolated probabilities at 0.5, so a pixel within float noise of
+# the threshold can flip: areas may differ by a pixel or two (1 of thousands measured).
+AREA_PIXELS, AREA_RTOL = 2, 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +103,11 @@ def _same(mine: torch.Tensor, gold: torch.Tensor) -> bool:
     return torch.equal(mine.to(gold.dtype).cpu(), gold)
 
 
+def _same_area(mine: torch.Tensor, gold: torch.Tensor) -> bool:
+    """Pasted-mask pixel counts: equal up to the pixels at the binarisation threshold."""
+    return torch.allclose(mine.double().cpu(), gold.double(), rtol=AREA_RTOL, atol=AREA_PIXELS)
+
+
 def assert_same_detections(boxes, scores, classes, gold_prefix: str, gold, extra=()) -> None:
     """Equal detection lists; neighbours with (near-)equal scores may come in either order."""
     g_scores, g_boxes = gold[f"{gold_prefix}/scores"], gold[f"{gold_prefix}/boxes"]
@@ -110,7 +122,7 @@ def assert_same_detections(boxes, scores, classes, gold_prefix: str, gold, extra
             and int(classes[j]) == int(g_classes[k])
             and abs(float(scores[j] - g_scores[k])) <= 1e-5 + RTOL * float(g_scores[k])
             and torch.allclose(boxes[j], g_boxes[k], rtol=RTOL, atol=PIXELS)
-            and all(_same(mine[j], theirs[k]) for mine, theirs in extra)
+            and all(same(mine[j], theirs[k]) for mine, theirs, same in extra)
         ]
         assert match, f"{gold_prefix}[{j}] has no counterpart"
 
@@ -164,14 +176,14 @@ def test_eval_case(ref, case: str) -> None:
         # each detection's mask with its counterpart's (near-tied neighbours may swap)
         assert_same_detections(
             result.boxes, result.scores, result.classes, prefix, gold,
-            extra=[(result.mask_probs, gold[f"{prefix}/mask_probs"])],
+            extra=[(result.mask_probs, gold[f"{prefix}/mask_probs"], _same)],
         )  # fmt: skip
         original = tuple(int(v) for v in gold[f"{case}/det{i}/image_size"])
         dets = to_original_size(result, sizes[i], original)
         areas = dets.masks.flatten(1).sum(1)
         assert_same_detections(
             dets.boxes, dets.scores, dets.labels, f"{case}/det{i}", gold,
-            extra=[(areas, gold[f"{case}/det{i}/pasted_mask_area"])],
+            extra=[(areas, gold[f"{case}/det{i}/pasted_mask_area"], _same_area)],
         )  # fmt: skip
         first = gold[f"{case}/det{i}/pasted_masks_first3"]
         assert torch.equal(dets.masks[: len(first)].to(torch.uint8), first)
@@ -289,7 +301,10 @@ def test_training_case(ref, case: str) -> None:
         assert (grad is None) == (name in meta["grad_is_none"]), name
         norms.append(-1.0 if grad is None else grad.double().norm().item())
     torch.testing.assert_close(
-        torch.tensor(norms, dtype=torch.float64), gold[f"{case}/grad_norms"], rtol=RTOL, atol=1e-7
+        torch.tensor(norms, dtype=torch.float64),
+        gold[f"{case}/grad_norms"],
+        rtol=GRAD_RTOL,
+        atol=1e-7,
     )
 
 
@@ -337,7 +352,7 @@ def test_optimiser_steps_are_the_originals_adamw_steps(ref, c2_dir: Path, case: 
     torch.testing.assert_close(
         torch.tensor(norms, dtype=torch.float64)[order],
         gold[f"{case}/grad_norms"],
-        rtol=RTOL,
+        rtol=GRAD_RTOL,
         atol=1e-7,
     )  # fmt: skip  (the gradients are the original's)
     clip = original["CLIP_GRADIENTS"]["CLIP_VALUE"]
@@ -390,7 +405,7 @@ def test_test_time_pipeline(ref, c2_dir: Path) -> None:
         areas = dets.masks.flatten(1).sum(1)
         assert_same_detections(
             dets.boxes, dets.scores, dets.labels, f"testmap/{name}/det", gold,
-            extra=[(areas, gold[f"testmap/{name}/det/pasted_mask_area"])],
+            extra=[(areas, gold[f"testmap/{name}/det/pasted_mask_area"], _same_area)],
         )  # fmt: skip
 
 

@@ -9,28 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-TINY_CLIP = {
-    "embed_dim": 64,  # the toy recipes' embedding width
-    "quick_gelu": True,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
-    """(architecture config, random weights) of a tiny CLIP."""
-    import open_clip
-
-    root = tmp_path_factory.mktemp("clip")
-    config = root / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    weights = root / "tiny.pt"
-    torch.save(open_clip.create_model("tiny-clip").state_dict(), weights)
-    return config, weights
-
 
 def test_encoder_matches_open_clip_at_full_context(tiny_clip) -> None:
     from decola_core.text import ClipTextEncoder

@@ -103,6 +103,7 @@ def predict_command(settings: PredictSettings) -> None:
             offline=settings.offline,
             device=settings.device,
             trusted=bool(settings.trust_weights),
+            allow_embedding_mismatch=bool(settings.allow_embedding_mismatch),
         )
     if settings.vocabulary == "custom":
         if not settings.classes or not settings.clip_weights:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from decola_cli.command import job_values, option, settings_command
 from decola_cli.commands.pseudo import print_dedup
@@ -40,7 +40,17 @@ class SelfLabelSettings(RecipeSettings, TrustSettings, LaunchSettings):
     image_info: Path | None = option(
         "--image-info", help="Image-info JSON (instead of --label-dataset)."
     )
-    images: Path | None = option("--images", help="Image folder for --image-info.")
+    images: Path | None = option("--images", help="Image folder for --image-info or --tags.")
+    tags: Path | None = option(
+        "--tags",
+        help="Your images' tags: CSV 'file,tags' (tags split by ';') or JSON {file: [names]}; "
+        "names of the model's vocabulary.",
+    )
+    export: Literal["coco", "yolo"] | None = option(
+        "--export",
+        help="Also write the deduplicated boxes as a COCO JSON or a YOLO label folder "
+        "(implies --postprocess).",
+    )
     max_size: int | None = option(
         "--max-size",
         help="Longest side after resizing (default: the recipe's test.max_size).",
@@ -63,6 +73,9 @@ SELF_LABEL_EPILOG = """[bold]Examples[/]
   decola self-label --config toy/DECOLA_PHASE1_Toy --weights runs/toy/model_final.pth \\
       --label-dataset toy_image_labels --min-sizes 96 128 --output-dir runs/toy_pseudo \\
       --postprocess
+  decola self-label --config toy/DECOLA_PHASE1_Toy --weights runs/toy/model_final.pth \\
+      --images my_photos --tags my_tags.csv --min-sizes 96 128 --output-dir runs/mine \\
+      --export coco
 """
 
 
@@ -85,6 +98,8 @@ def self_label_command(settings: SelfLabelSettings) -> None:
     err.print("boxes per size: " + ", ".join(f"{s}: {n:,}" for s, n in boxes.items()))
     if result.pseudo_labels is not None:
         print_dedup(result.dedup, result.pseudo_labels)
+        if result.exported is not None:
+            err.print(f"exported as {settings.export}: {result.exported}")
         err.print("train phase 2 on them with:")
         print_command(
             f"decola train --phase 2 --labels offline --pseudo-labels {result.pseudo_labels} "

@@ -7,6 +7,7 @@ from pathlib import Path
 from decola_cli.command import job_values, option, settings_command
 from decola_cli.console import err, out
 from decola_cli.settings import (
+    CustomDataSettings,
     MultiNodeSettings,
     RecipeSettings,
     TrustSettings,
@@ -14,7 +15,7 @@ from decola_cli.settings import (
 from decola_core.jobs import EvalJob, LaunchOptions, TrainJob
 
 
-class TrainSettings(RecipeSettings, TrustSettings, MultiNodeSettings):
+class TrainSettings(RecipeSettings, TrustSettings, CustomDataSettings, MultiNodeSettings):
     """``decola train``."""
 
     weights: str | None = option(
@@ -57,6 +58,9 @@ EPILOG = """[bold]Examples[/]
   decola train --phase 1 --dataset lvis-base --num-gpus 8
   decola train --phase 2 --dataset lvis-base --weights decola-phase1-lbase-r50 --num-gpus 8
   decola train --phase 2 --labels offline --pseudo-labels datasets/imagenet/pseudo.json --weights W
+  decola train --phase 1 --train-json my/train.json --train-images my/images \\
+      --val-json my/val.json --val-images my/images --clip-weights clip-vit-b-32 \\
+      --weights decola-phase1-lbase-r50 --epochs 12
   torchrun --nnodes 2 --nproc-per-node 8 -m decola_cli.main train --phase 1 --dataset lvis
 """
 
@@ -73,6 +77,10 @@ def train_command(settings: TrainSettings) -> None:
     if settings.wandb is not None:
         overrides.append(f"logging.wandb.enabled={str(settings.wandb).lower()}")
     job = TrainJob(recipe=settings.load_recipe(overrides), **job_values(settings, TrainJob))
+    if settings.uses_custom_data():
+        from decola_core.engine.custom_data import CustomData, with_custom_data
+
+        job = with_custom_data(job, CustomData(**job_values(settings, CustomData)))
     processes = LaunchOptions(**job_values(settings, LaunchOptions))
     if settings.eval_only:
         _evaluate(settings, job, processes)
@@ -101,6 +109,7 @@ def _evaluate(settings: TrainSettings, job, processes) -> None:
         cache_dir=settings.cache_dir,
         offline=settings.offline,
         trust_weights=bool(settings.trust_weights),
+        allow_embedding_mismatch=bool(settings.allow_embedding_mismatch),
     )
     report = launch(run_evaluation, eval_job, processes)
     print_report(report, out)

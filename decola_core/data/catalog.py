@@ -170,6 +170,18 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
             evaluator="none",
             description="built-in synthetic toy set (generated), image labels only",
         ),
+        DatasetSpec(
+            "toy_crowded_train",
+            "toy_crowded/images",
+            "toy_crowded/annotations/toy_crowded_train.json",
+            description="built-in crowded toy set (generated): 16 classes, base boxes only",
+        ),
+        DatasetSpec(
+            "toy_crowded_val",
+            "toy_crowded/images",
+            "toy_crowded/annotations/toy_crowded_val.json",
+            description="built-in crowded toy set (generated), val split (all 16 classes)",
+        ),
     )
 }
 

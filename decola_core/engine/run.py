@@ -9,7 +9,7 @@ from pathlib import Path
 
 from decola_core.config.schema import DatasetDeclaration, Recipe
 from decola_core.data.catalog import DatasetCatalog
-from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
+from decola_core.data.toy import ensure_toy_data
 from decola_core.engine.distributed import barrier, init_distributed
 from decola_core.engine.trainer import Trainer
 from decola_core.errors import ConfigError
@@ -78,8 +78,8 @@ def run_training(job: TrainJob) -> Path | None:
 
 
 def _train(job: TrainJob, recipe: Recipe, output_dir: Path, context) -> Path | None:
-    if recipe_uses_toy_data(recipe) and context.is_main:
-        ensure_toy_dataset(job.data_root)
+    if context.is_main:
+        ensure_toy_data(recipe, job.data_root)
     _wait_for_main(context)
     weights_spec = job.weights or recipe.model.weights or None
     weights = None

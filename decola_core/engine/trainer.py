@@ -161,7 +161,12 @@ class Trainer:
             self.wandb_id = state.get("wandb_id")
             log.info("resuming from %s at iteration %d", latest, self.start_iter)
         elif self.options.init_weights is not None:
-            load_weights(self.model, self.options.init_weights, trusted=self.options.trust_weights)
+            load_weights(
+                self.model,
+                self.options.init_weights,
+                trusted=self.options.trust_weights,
+                allow_embedding_mismatch=self.options.allow_embedding_mismatch,
+            )
         if self.needs_teacher():
             if self.options.teacher_weights is None:
                 raise DecolaError(
@@ -173,6 +178,7 @@ class Trainer:
                 self.options.teacher_weights,
                 data_root=self.options.data_root,
                 trusted=self.options.trust_weights,
+                allow_embedding_mismatch=self.options.allow_embedding_mismatch,
             )
             self.teacher.model.to(self.context.device)
 
@@ -347,6 +353,7 @@ class Trainer:
                 "seed": self.seed,
                 "rng": {"torch": torch.get_rng_state()},
                 "recipe": self.recipe.model_dump(mode="json"),
+                "embedding_provenance": getattr(self.model, "embedding_provenance", None),
                 "bad_images": self.bad_images,
                 "wandb_id": self.wandb_id,
             }

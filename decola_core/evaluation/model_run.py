@@ -52,6 +52,7 @@ def run_model(job: EvalJob) -> EvalReport | None:
             offline=job.offline,
             device=context.device,
             trusted=job.trust_weights,
+            allow_embedding_mismatch=job.allow_embedding_mismatch,
         )
         predictor.max_detections = max(budgets(job, recipe.test.detections_per_image))
         return _predict_and_score(job, context, predictor, dataset, annotations, name, output_dir)

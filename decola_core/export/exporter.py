@@ -289,7 +289,16 @@ def compare_outputs(
             if not same:
                 matched = matched and j >= top
                 continue
-            k = min(same, key=lambda k: np.abs(boxes_b[i, k] - boxes_a[i, j]).max())
+            # Closest in box and score together: one query's box can repeat over several
+            # detections (boxes clipped to the image) that differ only in score.
+            scale = 1.0 + float(np.abs(boxes_a[i, j]).max())
+            k = min(
+                same,
+                key=lambda k: (
+                    np.abs(boxes_b[i, k] - boxes_a[i, j]).max() / scale
+                    + abs(scores_b[i, k] - scores_a[i, j])
+                ),
+            )
             box_diff = max(box_diff, float(np.abs(boxes_b[i, k] - boxes_a[i, j]).max()))
             score_diff = max(score_diff, float(abs(scores_b[i, k] - scores_a[i, j])))
     return box_diff, score_diff, matched

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from decola_core.config.loader import load_recipe
-from decola_core.data.toy import ensure_toy_dataset, recipe_uses_toy_data
+from decola_core.data.toy import ensure_toy_data
 from decola_core.engine.predict import recipe_for_weights, use_custom_vocabulary
 from decola_core.errors import InputError
 from decola_core.export.exporter import ExportSpec, check_spec, export_model, sha256_of
@@ -39,8 +39,7 @@ def run_export(job: ExportJob) -> dict:
         if job.config
         else recipe_for_weights(job.weights, weights, job.overrides)
     )
-    if recipe_uses_toy_data(recipe):
-        ensure_toy_dataset(job.data_root)
+    ensure_toy_data(recipe, job.data_root)
     predictor = Predictor.from_recipe(
         recipe,
         weights,
@@ -48,6 +47,7 @@ def run_export(job: ExportJob) -> dict:
         cache_dir=job.cache_dir,
         offline=job.offline,
         trusted=job.trust_weights,
+        allow_embedding_mismatch=job.allow_embedding_mismatch,
     )
     vocabulary = _vocabulary(job, predictor, recipe)
     spec.max_detections = recipe.test.detections_per_image

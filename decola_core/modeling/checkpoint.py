@@ -20,10 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from decola_core.errors import DecolaError
+from decola_core.errors import ConfigError, DecolaError
 from decola_core.modeling.detector import DETR_KEY_MAP
 from decola_core.modeling.interface import KeyMap
 from decola_core.utils.io import atomic_open
+from decola_core.utils.provenance import describe, same_space
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,18 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> dict[str, tor
 
     Files are opened with ``weights_only=True`` unless ``trusted`` (old pickled formats).
     """
+    return read_checkpoint(path, trusted=trusted)[0]
+
+
+def read_checkpoint(
+    path: str | Path, *, trusted: bool = False
+) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(the tensors, the embedding provenance the checkpoint records or None)."""
     path = Path(path)
     if not path.is_file():
         raise DecolaError(f"weights file not found: {path}")
     if path.suffix == ".pkl":
-        return _read_pickle(path, trusted)
+        return _read_pickle(path, trusted), None
     try:
         data: Any = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
@@ -80,12 +88,13 @@ def read_state_dict(path: str | Path, *, trusted: bool = False) -> dict[str, tor
         raise DecolaError(
             f"{path}: cannot read weights ({type(err).__name__}: {err}){hint}"
         ) from None
+    provenance = data.get("embedding_provenance") if isinstance(data, dict) else None
     for key in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise DecolaError(f"{path}: expected a dict of tensors (optionally under 'model')")
-    return data
+    return data, provenance if isinstance(provenance, dict) else None
 
 
 def _read_pickle(path: Path, trusted: bool) -> dict[str, torch.Tensor]:
@@ -168,16 +177,27 @@ def _prefixed(
 
 
 def load_weights(
-    model: nn.Module, weights: str | Path | dict[str, torch.Tensor], *, trusted: bool = False
+    model: nn.Module,
+    weights: str | Path | dict[str, torch.Tensor],
+    *,
+    trusted: bool = False,
+    allow_embedding_mismatch: bool = False,
 ) -> LoadReport:
     """Load ``weights`` (a file or a state dict) into ``model`` and report the differences.
 
     Shape mismatches are skipped (e.g. a checkpoint trained with another vocabulary). Class
     embeddings that the model was built with from a file win over the checkpoint's copy; a
-    difference is logged with the file that is used.
+    difference is logged with the file that is used. A checkpoint trained with embeddings of
+    another text encoder than the model's is refused unless ``allow_embedding_mismatch``.
     """
     source = str(weights) if not isinstance(weights, dict) else "state dict"
-    state = weights if isinstance(weights, dict) else read_state_dict(weights, trusted=trusted)
+    if isinstance(weights, dict):
+        state, trained_with = weights, None
+    else:
+        state, trained_with = read_checkpoint(weights, trusted=trusted)
+    check_embedding_space(
+        trained_with, getattr(model, "embedding_provenance", None), source, allow_embedding_mismatch
+    )
     native, fmt, dropped = to_native(state, getattr(model, "key_map", DETR_KEY_MAP))
     report = LoadReport(source=source, format=fmt, dropped=dropped)
     own = model.state_dict()
@@ -207,9 +227,33 @@ def load_weights(
     return report
 
 
+def check_embedding_space(
+    trained_with: dict | None, model_uses: dict | None, source: str, allow: bool
+) -> None:
+    """Refuse weights trained with class embeddings from another text encoder than the
+    model's: the detector would score every class against vectors of a space it never saw."""
+    if same_space(trained_with, model_uses) is not False:
+        return
+    message = (
+        f"{source} was trained with class embeddings from {describe(trained_with)}, but the "
+        f"model's embeddings come from {describe(model_uses)}"
+    )
+    if allow:
+        log.warning("%s; loading anyway (--allow-embedding-mismatch)", message)
+        return
+    raise ConfigError(
+        f"{message}: re-embed the class names with the same encoder (decola data embed "
+        "--clip-weights ...), or pass --allow-embedding-mismatch to load anyway"
+    )
+
+
 def save_weights(model: nn.Module, path: str | Path, **extra: Any) -> Path:
-    """Write ``{"model": state_dict, **extra}`` atomically (temp file in the folder + rename)."""
+    """Write ``{"model": state_dict, "embedding_provenance": ..., **extra}`` atomically (temp
+    file in the folder + rename)."""
     path = Path(path)
+    provenance = getattr(model, "embedding_provenance", None)
     with atomic_open(path, "wb") as handle:
-        torch.save({"model": model.state_dict(), **extra}, handle)
+        torch.save(
+            {"model": model.state_dict(), "embedding_provenance": provenance, **extra}, handle
+        )
     return path

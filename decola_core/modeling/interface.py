@@ -107,6 +107,9 @@ class DetectionModel(nn.Module):
     #: The original's FP16 mode: only the backbone runs under CUDA autocast (float16).
     backbone_fp16: bool = False
     num_classes: int
+    #: Where the class embeddings come from (encoder, its weights' SHA-256, template, dim);
+    #: set by build_model, recorded in checkpoints, checked when weights are loaded.
+    embedding_provenance: dict | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, *, data_root: Path) -> DetectionModel:

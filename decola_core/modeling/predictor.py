@@ -88,11 +88,14 @@ class Predictor:
         offline: bool = False,
         device: str | torch.device = "cpu",
         trusted: bool = False,
+        allow_embedding_mismatch: bool = False,
     ) -> Predictor:
         """Build the recipe's model, load ``weights`` (a path or zoo name) and wrap it."""
         model = build_model(recipe, data_root=data_root)
         weights = resolve_weights(str(weights), Path(cache_dir), offline=offline)
-        load_weights(model, weights, trusted=trusted)
+        load_weights(
+            model, weights, trusted=trusted, allow_embedding_mismatch=allow_embedding_mismatch
+        )
         return cls(
             model.to(device),
             min_size=recipe.test.min_size,

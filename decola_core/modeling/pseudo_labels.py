@@ -85,11 +85,15 @@ class Teacher:
         self.choice, self.min_area = choice, min_area
 
     @classmethod
-    def from_weights(cls, recipe, weights, *, data_root="datasets", trusted=False) -> Teacher:
+    def from_weights(
+        cls, recipe, weights, *, data_root="datasets", trusted=False, allow_embedding_mismatch=False
+    ) -> Teacher:
         """The teacher of a phase-2 ``recipe``: its network with the phase-1 ``weights``
         (called again on resume, so the teacher never drifts to phase-2 weights)."""
         model = build_model(recipe, data_root=data_root)
-        load_weights(model, weights, trusted=trusted)
+        load_weights(
+            model, weights, trusted=trusted, allow_embedding_mismatch=allow_embedding_mismatch
+        )
         d = recipe.model.decola
         return cls(model, choice=d.pseudo_box_choice, min_area=d.pseudo_min_area)
 

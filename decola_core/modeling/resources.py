@@ -11,6 +11,7 @@ import torch
 
 from decola_core.config.schema import Recipe
 from decola_core.errors import ConfigError
+from decola_core.utils.provenance import read_sidecar
 
 
 def resolve_path(path: str, data_root: Path | str) -> Path:
@@ -77,3 +78,19 @@ def load_fed_loss_weight(path: Path, num_classes: int, exponent: float) -> torch
     except KeyError:
         raise ConfigError(f"{path}: every category needs 'image_count'") from None
     return torch.tensor(counts, dtype=torch.float32) ** exponent
+
+
+def embedding_provenance(recipe: Recipe, data_root: Path | str = "datasets") -> dict | None:
+    """Where the recipe's class embeddings come from: the file's sidecar, else the zoo entry
+    with the file's SHA-256 (the original release's files), else None (unknown)."""
+    path = resolve_path(recipe.model.classifier.embeddings, data_root)
+    found = read_sidecar(path)
+    if found is not None or not path.is_file():
+        return found
+    from decola_core.zoo import load_registry, sha256_file
+
+    digest = sha256_file(path)
+    for entry in load_registry():
+        if entry.provenance and entry.sha256 == digest:
+            return dict(entry.provenance)
+    return None

@@ -21,13 +21,16 @@ import torch
 from decola_core.data.catalog import DatasetCatalog
 from decola_core.data.images import read_image
 from decola_core.data.lvis import LvisDataset
-from decola_core.data.toy import ensure_toy_dataset
+from decola_core.data.toy import ensure_toy_data, ensure_toy_dataset, variant_of
 from decola_core.engine.distributed import DistContext, barrier, init_distributed
 from decola_core.errors import ConfigError, DecolaError
 from decola_core.jobs import PseudoChainJob, SelfLabelJob
 from decola_core.modeling import build_model, load_weights
 from decola_core.modeling.predictor import resize_shortest_edge
+from decola_core.modeling.resources import read_categories, resolve_path
+from decola_core.pseudo.export import export_pseudo_labels
 from decola_core.pseudo.postprocess import run_pseudo_chain
+from decola_core.pseudo.tags import read_tags, tags_to_image_info
 from decola_core.structures.boxes import box_cxcywh_to_xyxy
 from decola_core.utils.io import atomic_open, atomic_write_text
 from decola_core.utils.logs import log_file
@@ -46,6 +49,7 @@ class SelfLabelResult:
     job: SelfLabelJob
     pseudo_labels: Path | None = None
     dedup: object | None = None
+    exported: Path | None = None
 
 
 def resolve_job(job: SelfLabelJob) -> SelfLabelJob:
@@ -57,22 +61,26 @@ def resolve_job(job: SelfLabelJob) -> SelfLabelJob:
             "give at least one --min-sizes value (the recipe's self_label.min_sizes is empty)"
         )
     image_info, image_root = job.image_info, job.image_root
-    if image_info is not None:
+    output_dir = job.output_dir
+    if output_dir is None:
+        name = recipe.self_label.prediction_name or "self_label"
+        output_dir = Path(recipe.resolved_output_dir()) / name
+    if job.tags is not None:
+        if image_root is None or image_info is not None or job.label_dataset is not None:
+            raise ConfigError("--tags goes with --images DIR (and no --image-info/--label-dataset)")
+        image_info = _image_info_from_tags(job, Path(output_dir))
+    elif image_info is not None:
         if image_root is None:
             raise ConfigError("--image-info needs --images DIR")
     else:
         name = job.label_dataset or (recipe.data.test[0] if recipe.data.test else None)
         if name is None:
             raise ConfigError("give --label-dataset NAME or --image-info FILE --images DIR")
-        if name.startswith("toy"):
-            ensure_toy_dataset(job.data_root)
+        if (variant := variant_of(name)) is not None:
+            ensure_toy_dataset(job.data_root, variant)
         resolved = DatasetCatalog(job.data_root, recipe.data.datasets).get(name)
         image_info, image_root = resolved.annotations, resolved.image_root
     weights = resolve_weights(str(job.weights), job.cache_dir, offline=job.offline)
-    output_dir = job.output_dir
-    if output_dir is None:
-        name = recipe.self_label.prediction_name or "self_label"
-        output_dir = Path(recipe.resolved_output_dir()) / name
     return replace(
         job,
         output_dir=Path(output_dir),
@@ -124,7 +132,7 @@ def _run(job: SelfLabelJob, context: DistContext, progress: bool) -> SelfLabelRe
             on_start=lambda n: bar.update(task, total=n),
         )
     result = SelfLabelResult(manifest, job)
-    if job.postprocess and context.is_main:
+    if (job.postprocess or job.export is not None) and context.is_main:
         chain = run_pseudo_chain(
             PseudoChainJob(
                 folder=job.output_dir,
@@ -134,7 +142,25 @@ def _run(job: SelfLabelJob, context: DistContext, progress: bool) -> SelfLabelRe
             )
         )
         result.pseudo_labels, result.dedup = chain.output, chain.dedup
+        if job.export is not None:
+            name = "pseudo_labels_coco.json" if job.export == "coco" else "pseudo_labels_yolo"
+            result.exported = export_pseudo_labels(chain.output, job.output_dir / name, job.export)
     return result
+
+
+def _image_info_from_tags(job: SelfLabelJob, output_dir: Path) -> Path:
+    """The image-info file of the tagged images, written into the output folder, with the
+    model's categories (its category-info file)."""
+    ensure_toy_data(job.recipe, job.data_root)  # a toy recipe's category file
+    c = job.recipe.model.classifier
+    categories = read_categories(resolve_path(c.category_info, job.data_root), c.num_classes)
+    vocabulary = [{k: x[k] for k in ("id", "name", "frequency") if k in x} for x in categories]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / "tags_image_info.json"
+    tags_to_image_info(
+        read_tags(job.tags), Path(job.image_root), vocabulary, target, source=job.tags
+    )
+    return target
 
 
 def _label(job: SelfLabelJob, context: DistContext, on_images, on_start) -> dict:
@@ -168,7 +194,12 @@ def _label(job: SelfLabelJob, context: DistContext, on_images, on_start) -> dict
             (job.output_dir / f"minsize_{size}").mkdir(exist_ok=True)
     barrier()
     model = build_model(job.recipe, data_root=job.data_root)
-    load_weights(model, job.weights, trusted=job.trust_weights)
+    load_weights(
+        model,
+        job.weights,
+        trusted=job.trust_weights,
+        allow_embedding_mismatch=job.allow_embedding_mismatch,
+    )
     model.to(context.device).eval()
     chunks = range(context.rank, -(-len(dataset) // job.shard_images), context.world_size)
     todo = [

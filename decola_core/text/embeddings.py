@@ -11,7 +11,8 @@ import numpy as np
 
 from decola_core.errors import ConfigError, DatasetError
 from decola_core.text.encoder import DEFAULT_MODEL, ClipTextEncoder
-from decola_core.utils.io import atomic_open, read_json_file
+from decola_core.utils.io import atomic_open, atomic_write_text, read_json_file
+from decola_core.utils.provenance import sidecar_path
 from decola_core.zoo import resolve_weights, sha256_file
 
 DEFAULT_TEMPLATE = "a {}"
@@ -95,6 +96,21 @@ def write_embeddings(path: str | Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
+def write_embedding_file(path: str | Path, array: np.ndarray, *, provenance: dict) -> None:
+    """Save embeddings with their provenance (text encoder, weights SHA-256, template, names)
+    in the sidecar ``FILE.npy.json``; the dimension and row count are added here."""
+    write_embeddings(path, array)
+    record = {**provenance, "dim": int(array.shape[1]), "rows": int(array.shape[0])}
+    atomic_write_text(sidecar_path(path), json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def encoder_provenance(model: str, weights_sha256: str, template: str) -> dict:
+    """The provenance of embeddings from an open_clip text tower (a ``.json`` architecture
+    file is named by its stem, as open_clip registers it)."""
+    name = Path(model).stem if str(model).endswith(".json") else model
+    return {"encoder": name, "weights_sha256": weights_sha256, "template": template}
+
+
 def embed_class_file(
     names_file: str | Path,
     output: str | Path,
@@ -117,9 +133,11 @@ def embed_class_file(
     if say is not None:
         say(f"embedding {len(names):,} names as {template!r} with {model} ({weights})")
     array = embed_names(encoder, names, template)
-    write_embeddings(output, array)
+    provenance = encoder_provenance(model, sha256_file(Path(weights)), template)
+    write_embedding_file(output, array, provenance={**provenance, "names": names})
     if object_output is not None:
-        write_embeddings(object_output, embed_names(encoder, ["object"], template))
+        obj = embed_names(encoder, ["object"], template)
+        write_embedding_file(object_output, obj, provenance={**provenance, "names": ["object"]})
     return array.shape
 
 

@@ -52,6 +52,9 @@ class Artifact(BaseModel):
     description: str = ""
     data_path: str | None = Field(None, description="Where the file belongs under the data root.")
     runnable: bool = Field(True, description="False for artefacts decola cannot run (CenterNet2).")
+    provenance: dict[str, str | int] | None = Field(
+        None, description="Embedding files: text encoder, its weights' SHA-256, template, dim."
+    )
     source: str = Field("built-in", description="The registry file the entry came from.")
 
     @field_validator("url")
