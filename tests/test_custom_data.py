@@ -140,6 +140,35 @@ def test_weights_from_another_embedding_space_are_refused(decola, fine_tuned, my
     assert "loading anyway (--allow-embedding-mismatch)" in allowed.stderr
 
 
+@pytest.mark.parametrize("recipe", ["toy/BoxSup-DeformDETR_Toy", "toy/DECOLA_PHASE2_Toy"])
+def test_the_flags_combine_with_the_baseline_and_phase_2(
+    decola, my_data, toy_model, tmp_path, recipe
+) -> None:
+    """--train-json works with any recipe: the BoxSup baseline and phase 2 (from phase-1
+    weights; its image-labelled set goes, so it needs no teacher) train on the set with the
+    user's own embeddings."""
+    _, _, phase1 = toy_model
+    start = ["--weights", str(phase1)] if "PHASE2" in recipe else []
+    mine = tmp_path / "mine.npy"
+    np.save(mine, np.random.default_rng(1).normal(size=(5, 64)).astype(np.float32))
+    run = tmp_path / "run"
+    result = decola(
+        "train", "--config", recipe,
+        "--train-json", str(my_data["root"] / "train.json"),
+        "--train-images", str(my_data["images"]),
+        "--embeddings", str(mine), "--max-iter", "2", "--output-dir", str(run), *start,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert resolved["model"]["classifier"]["num_classes"] == 5
+    assert [d["name"] for d in resolved["data"]["train"]] == ["custom_train"]
+    sidecar = json.loads((run / "vocabulary" / "class_embeddings.npy.json").read_text())
+    assert sidecar["encoder"] == "user" and sidecar["source"] == str(mine.resolve())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["iter"] == 2 and rows[-1]["total_loss"] > 0
+
+
 def test_bad_custom_data_is_one_line(decola, my_data, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1}]}))

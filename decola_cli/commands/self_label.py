@@ -100,6 +100,13 @@ def self_label_command(settings: SelfLabelSettings) -> None:
         print_dedup(result.dedup, result.pseudo_labels)
         if result.exported is not None:
             err.print(f"exported as {settings.export}: {result.exported}")
+        if settings.export == "coco" and settings.images is not None:
+            err.print("fine-tune on them (they replace the recipe's training data) with:")
+            print_command(
+                f"decola train --config {settings.recipe_name()} --train-json {result.exported} "
+                f"--train-images {settings.images} --weights {settings.weights} "
+                "--embeddings FILE.npy|--clip-weights FILE --epochs N"
+            )
         err.print("train phase 2 on them with:")
         print_command(
             f"decola train --phase 2 --labels offline --pseudo-labels {result.pseudo_labels} "
