@@ -200,7 +200,7 @@ def prepare_custom_recipe(
     }
     if data.epochs is not None:
         updates["solver"] = epoch_schedule(recipe, data.epochs, num_images)
-    custom = Recipe.model_validate({**recipe.model_dump(), **_dumped(updates)})
+    custom = recipe.model_copy(update=updates)
     from decola_core.config.loader import dump_recipe
 
     atomic_write_text(Path(run_dir) / "recipe.yaml", dump_recipe(custom))
@@ -231,10 +231,6 @@ def epoch_schedule(recipe: Recipe, epochs: float, num_images: int):
             "checkpoint_period": min(solver.checkpoint_period, max(1, max_iter // 4)),
         }
     )
-
-
-def _dumped(updates: dict) -> dict:
-    return {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in updates.items()}
 
 
 def _check_same_classes(vocabulary: Vocabulary, val_json: Path, train_json: Path) -> None:
@@ -276,18 +272,19 @@ def _write_class_embeddings(
             "category-id order)"
         )
     from decola_core.text.embeddings import vocabulary_embeddings
-    from decola_core.zoo import resolve_weights
+    from decola_core.zoo import resolve_weights, sha256_file
 
     weights = resolve_weights(data.clip_weights, Path(cache_dir).expanduser(), offline=offline)
-    common = {"model": data.clip_model, "template": data.template, "cache_dir": cache_dir}
-    array, hit = vocabulary_embeddings(names, weights, **common)
-    obj, _ = vocabulary_embeddings(["object"], weights, **common)
+    checksum = sha256_file(Path(weights))  # once: the cache key and the provenance
+    rows, hit = vocabulary_embeddings(
+        [*names, "object"], weights, model=data.clip_model, template=data.template,
+        cache_dir=cache_dir, weights_sha256=checksum,
+    )  # fmt: skip
+    array, obj = rows[:-1], rows[-1:]
     log.info(
         "class embeddings of %d names: %s", len(names), "cached" if hit else "encoded with CLIP"
     )
-    from decola_core.zoo import sha256_file
-
-    provenance = encoder_provenance(data.clip_model, sha256_file(Path(weights)), data.template)
+    provenance = encoder_provenance(data.clip_model, checksum, data.template)
     write_embedding_file(class_file, array, provenance={**provenance, "names": names})
     write_embedding_file(object_file, obj, provenance={**provenance, "names": ["object"]})
     return array.shape[1]

@@ -149,14 +149,16 @@ def vocabulary_embeddings(
     template: str = DEFAULT_TEMPLATE,
     cache_dir: str | Path = "~/.cache/decola",
     device: str = "cpu",
+    weights_sha256: str | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Embeddings of a custom vocabulary with local CLIP weights, cached by (model, weights
-    checksum, template, names). Returns (embeddings, cache hit)."""
+    checksum, template, names). Returns (embeddings, cache hit). ``weights_sha256`` saves
+    hashing the weights again when the caller has it."""
     model = model or DEFAULT_MODEL
     clip_weights = Path(clip_weights)
     if not clip_weights.is_file():
         raise ConfigError(f"CLIP weights file not found: {clip_weights}")
-    checksum = sha256_file(clip_weights)
+    checksum = weights_sha256 or sha256_file(clip_weights)
     cache = EmbeddingCache(cache_dir)
     cached = cache.lookup(model, checksum, template, names)
     if cached is not None:
