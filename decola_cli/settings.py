@@ -134,11 +134,29 @@ class RecipeSettings(Settings):
     def uses_recipe_selection(self) -> bool:
         return self.config is not None or any(v is not None for v in self.shorthand().values())
 
+    def recipe_overrides(self) -> list[str]:
+        """The recipe overrides these settings make (``--set`` and the options that set fields)."""
+        return list(self.overrides)
+
     def load_recipe(self, extra_overrides: list[str] | None = None) -> Recipe:
-        """Load and validate the selected recipe with the ``--set`` overrides applied."""
+        """Load and validate the selected recipe with the overrides applied."""
         from decola_core.config.loader import load_recipe
 
-        return load_recipe(self.recipe_name(), [*self.overrides, *(extra_overrides or [])])
+        return load_recipe(self.recipe_name(), [*self.recipe_overrides(), *(extra_overrides or [])])
+
+
+class NetworkRunSettings(RecipeSettings):
+    """Recipe settings of the commands that run the network (train, eval, predict, self-label)."""
+
+    compile: bool | None = option(
+        "--compile",
+        help="Run the network through torch.compile (solver.compile); pays off on GPUs, and the "
+        "first batches of each new image size wait for compilation.",
+        panel=RECIPE_PANEL,
+    )
+
+    def recipe_overrides(self) -> list[str]:
+        return [*super().recipe_overrides(), *(["solver.compile=true"] if self.compile else [])]
 
 
 class TrustSettings(Settings):

@@ -121,9 +121,18 @@ def _cache(cache_dir: Path, offline: bool) -> dict[str, Any]:
 
 
 def _backends() -> dict[str, Any]:
-    from decola_core.modeling.ops.ms_deform_attn import available_backends, get_backend
+    import torch
 
-    name, _ = get_backend()
+    from decola_core.modeling.ops.ms_deform_attn import (
+        BACKEND_ENV,
+        available_backends,
+        default_backend,
+    )
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    name, why = default_backend(device)
+    if os.environ.get(BACKEND_ENV):
+        name, why = os.environ[BACKEND_ENV], f"set by {BACKEND_ENV}"
     lvis = package_version("lvis")
     fast = package_version("faster-coco-eval")
     evaluators = [
@@ -131,7 +140,7 @@ def _backends() -> dict[str, Any]:
         f"faster-coco-eval {fast}" if fast else None,
     ]
     return {
-        "deformable attention (in use)": name,
+        "deformable attention (in use)": f"{name} on {device}: {why}",
         "deformable attention (available)": ", ".join(available_backends()),
         "evaluation (available)": ", ".join(e for e in evaluators if e) or "none",
     }

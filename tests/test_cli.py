@@ -169,7 +169,7 @@ def test_checks_reports_environment_and_settings(decola, tmp_path: Path) -> None
     assert report["cache"]["offline mode"] is True
     assert report["cache"]["zoo artefacts cached"].startswith("0 of ")
     assert report["torch"]["version"].startswith("2.")
-    assert report["backends"]["deformable attention (in use)"] == "pytorch"
+    assert report["backends"]["deformable attention (in use)"].startswith("pytorch on cpu")
     # the CLI option beats the environment variable
     online = decola("checks", "--json", "--online", env={"DECOLA_OFFLINE": "1"})
     assert json.loads(online.stdout)["cache"]["offline mode"] is False

@@ -9,13 +9,13 @@ from decola_cli.command import job_values, option, settings_command
 from decola_cli.console import err, out
 from decola_cli.settings import (
     LaunchSettings,
-    RecipeSettings,
+    NetworkRunSettings,
     TrustSettings,
 )
 from decola_core.jobs import EvalJob, LaunchOptions
 
 
-class EvalSettings(RecipeSettings, TrustSettings, LaunchSettings):
+class EvalSettings(NetworkRunSettings, TrustSettings, LaunchSettings):
     """``decola eval``: score a predictions file, or run a model over a dataset and score it."""
 
     predictions: Path | None = option(

@@ -9,14 +9,14 @@ from decola_cli.command import option, settings_command
 from decola_cli.console import err
 from decola_cli.settings import (
     DecolaSettings,
-    RecipeSettings,
+    NetworkRunSettings,
     TrustSettings,
     VocabularySettings,
 )
 from decola_core.jobs import PredictJob
 
 
-class PredictSettings(RecipeSettings, VocabularySettings, TrustSettings, DecolaSettings):
+class PredictSettings(NetworkRunSettings, VocabularySettings, TrustSettings, DecolaSettings):
     """``decola predict``: detect in image files and draw the results."""
 
     inputs: list[Path] = option(
@@ -97,7 +97,7 @@ def predict_command(settings: PredictSettings) -> None:
         detector = Detector.from_pretrained(
             settings.weights,
             config=settings.recipe_name() if settings.uses_recipe_selection() else None,
-            overrides=settings.overrides,
+            overrides=settings.recipe_overrides(),
             data_root=settings.data_root,
             cache_dir=settings.cache_dir,
             offline=settings.offline,

@@ -10,13 +10,13 @@ from decola_cli.commands.pseudo import print_dedup
 from decola_cli.console import err, print_command
 from decola_cli.settings import (
     LaunchSettings,
-    RecipeSettings,
+    NetworkRunSettings,
     TrustSettings,
 )
 from decola_core.jobs import LaunchOptions, SelfLabelJob
 
 
-class SelfLabelSettings(RecipeSettings, TrustSettings, LaunchSettings):
+class SelfLabelSettings(NetworkRunSettings, TrustSettings, LaunchSettings):
     """``decola self-label``."""
 
     default_recipe: ClassVar[str | None] = "DECOLA_SELF_LABELING_Lbase_CLIP_R5021k_4x"

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from decola_cli.command import job_values, option, settings_command
 from decola_cli.console import err, out
 from decola_cli.settings import (
     CustomDataSettings,
     MultiNodeSettings,
-    RecipeSettings,
+    NetworkRunSettings,
     TrustSettings,
 )
 from decola_core.jobs import EvalJob, LaunchOptions, TrainJob
 
 
-class TrainSettings(RecipeSettings, TrustSettings, CustomDataSettings, MultiNodeSettings):
+class TrainSettings(NetworkRunSettings, TrustSettings, CustomDataSettings, MultiNodeSettings):
     """``decola train``."""
 
     weights: str | None = option(
@@ -40,6 +41,11 @@ class TrainSettings(RecipeSettings, TrustSettings, CustomDataSettings, MultiNode
         "--max-bad-images", help="Unreadable images to skip before failing.", min=0
     )
     seed: int | None = option("--seed", help="Base seed (default: the recipe's).")
+    amp: Literal["off", "backbone-fp16", "fp16", "bf16"] | None = option(
+        "--amp",
+        help="Mixed precision (solver.amp): bf16 (CUDA and CPU), fp16 (CUDA), backbone-fp16 "
+        "(the original's FP16 mode) or off (default: the recipe's).",
+    )
     wandb: bool | None = option(
         "--wandb/--no-wandb", help="Log to Weights & Biases (default: the recipe's)."
     )
@@ -56,6 +62,7 @@ EPILOG = """[bold]Examples[/]
   decola train --phase 1 --dataset toy
   decola train --phase 1 --dataset toy --output-dir runs/toy --max-iter 200 --checkpoint-period 50
   decola train --phase 1 --dataset lvis-base --num-gpus 8
+  decola train --phase 1 --dataset lvis-base --num-gpus 8 --amp bf16 --compile
   decola train --phase 2 --dataset lvis-base --weights decola-phase1-lbase-r50 --num-gpus 8
   decola train --phase 2 --labels offline --pseudo-labels datasets/imagenet/pseudo.json --weights W
   decola train --phase 1 --train-json my/train.json --train-images my/images \\
@@ -76,6 +83,8 @@ def train_command(settings: TrainSettings) -> None:
         overrides.append(f"seed={settings.seed}")
     if settings.wandb is not None:
         overrides.append(f"logging.wandb.enabled={str(settings.wandb).lower()}")
+    if settings.amp is not None:
+        overrides.append(f"solver.amp='{settings.amp}'")  # quoted: YAML reads off as false
     job = TrainJob(recipe=settings.load_recipe(overrides), **job_values(settings, TrainJob))
     if settings.uses_custom_data():
         from decola_core.engine.custom_data import CustomData, with_custom_data

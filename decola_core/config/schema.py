@@ -415,6 +415,11 @@ class SolverConfig(Section):
         description="backbone-fp16 = the original FP16 mode (backbone under autocast, loss "
         "scaling); fp16/bf16 = whole model under autocast (deformable attention stays fp32).",
     )
+    compile: bool = Field(
+        False,
+        description="Run the network through torch.compile (DETR families: the whole network "
+        "step; CenterNet2: backbone and FPN). Used by train, eval, predict and self-label.",
+    )
     checkpoint_period: int = Field(5000, gt=0)
 
     @model_validator(mode="after")

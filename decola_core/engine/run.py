@@ -114,7 +114,11 @@ def _train(job: TrainJob, recipe: Recipe, output_dir: Path, context) -> Path | N
             trainer.seed,
             f", initial weights {weights}" if weights else "",
         )
-        log.info("  deformable attention %s, AMP %s", get_backend()[0], recipe.solver.amp)
+        log.info(
+            "  deformable attention %s, AMP %s",
+            get_backend(device=context.device)[0],
+            recipe.solver.amp,
+        )
     run = (
         _wandb(recipe, job, trainer, output_dir)
         if context.is_main and recipe.logging.wandb.enabled

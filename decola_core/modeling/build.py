@@ -19,4 +19,5 @@ def build_model(recipe: Recipe, *, data_root: Path | str = "datasets") -> Detect
     """
     model = family(recipe.model.architecture).from_recipe(recipe, data_root=Path(data_root))
     model.embedding_provenance = embedding_provenance(recipe, data_root)
+    model.compile_network = recipe.solver.compile
     return model

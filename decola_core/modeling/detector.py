@@ -184,7 +184,10 @@ class DeformableDETRBase(DetectionModel):
         record: Record = None,
     ) -> DetectorOutput:
         """Detect in ``images`` (uint8, 3 x H x W each); see :meth:`forward_batch`."""
-        return self.forward_batch(self.preprocess(images), prompt_ids, record=record)
+        batch = self.preprocess(images)
+        if record is not None:  # recording reads intermediate tensors: always eager
+            return self.forward_batch(batch, prompt_ids, record=record)
+        return self.call_network(type(self).forward_batch, batch, prompt_ids)
 
     def forward_batch(
         self, batch: ImageBatch, prompt_ids: torch.Tensor | None = None, *, record: Record = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -110,6 +110,19 @@ class DetectionModel(nn.Module):
     #: Where the class embeddings come from (encoder, its weights' SHA-256, template, dim);
     #: set by build_model, recorded in checkpoints, checked when weights are loaded.
     embedding_provenance: dict | None = None
+    #: Run the family's network step through ``torch.compile`` (``solver.compile``).
+    compile_network: bool = False
+
+    def call_network(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``method(self, *args, **kwargs)``, compiled when :attr:`compile_network` is set.
+
+        ``method`` is the unbound function (``type(self).forward_batch``): one compiled function
+        serves every instance (dynamo guards on the module), so a deep copy such as the frozen
+        teacher runs its own weights, and state-dict keys stay unchanged.
+        """
+        if self.compile_network:
+            method = compiled_function(method)
+        return method(self, *args, **kwargs)
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, *, data_root: Path) -> DetectionModel:
@@ -172,6 +185,16 @@ class DetectionModel(nn.Module):
 
 
 _FAMILIES: dict[str, type[DetectionModel]] = {}
+
+
+_COMPILED: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def compiled_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compile(fn)``, made once per function."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn)
+    return _COMPILED[fn]
 
 
 def register_family(architecture: str) -> Callable[[type[DetectionModel]], type[DetectionModel]]:

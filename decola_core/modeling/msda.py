@@ -81,9 +81,8 @@ class MSDeformAttn(nn.Module):
             )
         else:
             raise ValueError(f"reference_points must end in 2 or 4, got {reference_points.shape}")
-        # the sampling itself always runs in float32, also under autocast
+        # locations and weights stay float32 under autocast; each backend decides whether the
+        # value may stay in low precision (triton accumulates in float32 either way)
         with torch.autocast(value.device.type, enabled=False):
-            output = ms_deform_attn(
-                value.float(), spatial_shapes, locations.float(), weights.float()
-            )
+            output = ms_deform_attn(value, spatial_shapes, locations.float(), weights.float())
         return self.output_proj(output)

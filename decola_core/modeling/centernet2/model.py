@@ -145,7 +145,7 @@ class CenterNet2(DetectionModel):
         """The original's loss dict for one batch of 'box' or 'image' data."""
         draws = draws or Draws()
         batch, sizes = self.preprocess(images)
-        features = self.features(batch)
+        features = self.call_network(type(self).features, batch)
         targets = [
             GroundTruth(t.boxes.to(self.device).float(), t.classes.to(self.device),
                         t.polygons, list(t.image_labels))
@@ -207,7 +207,7 @@ class CenterNet2(DetectionModel):
     ) -> list[RoIDetections]:
         """Detections per image in the pixels of the images as given."""
         batch, sizes = self.preprocess(images)
-        features = self.features(batch)
+        features = self.call_network(type(self).features, batch)
         head = self.proposal_generator([features[f] for f in self.proposal_features])
         proposals = self.proposal_generator.proposals(head, sizes, training=False)
         if record is not None:

@@ -1,13 +1,16 @@
 """Multi-scale deformable attention core (the sampling-and-weighting step of MSDeformAttn).
 
-The default backend is pure PyTorch (``grid_sample``, bilinear, zero padding,
-``align_corners=False``): it runs on CPU and GPU, is differentiable by autograd, and is the
-reference every faster backend is checked against. Backends register under a name and are
-chosen with ``DECOLA_MSDA_BACKEND`` or the ``backend=`` argument.
+The reference backend is pure PyTorch (``grid_sample``, bilinear, zero padding,
+``align_corners=False``): it runs on CPU and GPU, is differentiable by autograd, and every faster
+backend is checked against it. Backends register under a name and are chosen with
+``DECOLA_MSDA_BACKEND`` or the ``backend=`` argument. Without either, CUDA tensors use the fused
+``triton`` backend once it has passed a self-check against the reference on this device, and
+everything else uses ``pytorch``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 
@@ -15,6 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from decola_core.errors import DecolaError
+from decola_core.modeling.ops.ms_deform_attn_triton import (
+    ms_deform_attn_triton,
+    triton_import_error,
+)
 
 BACKEND_ENV = "DECOLA_MSDA_BACKEND"
 DEFAULT_BACKEND = "pytorch"
@@ -35,9 +42,11 @@ def available_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_backend(name: str | None = None) -> tuple[str, Backend]:
-    """The backend ``name`` (default: ``$DECOLA_MSDA_BACKEND`` or ``pytorch``)."""
-    name = name or os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+def get_backend(
+    name: str | None = None, device: torch.device | str | None = None
+) -> tuple[str, Backend]:
+    """The backend ``name``, else ``$DECOLA_MSDA_BACKEND``, else the default for ``device``."""
+    name = name or os.environ.get(BACKEND_ENV) or default_backend(device)[0]
     if name not in _BACKENDS:
         known = ", ".join(available_backends())
         raise DecolaError(f"unknown deformable-attention backend '{name}' (available: {known})")
@@ -61,8 +70,13 @@ def ms_deform_attn_pytorch(
         query_chunk: queries per chunk, to bound memory for very many queries.
 
     Returns:
-        (B, Lq, M * d), heads concatenated head-major.
+        (B, Lq, M * d), heads concatenated head-major; float32 when the value is half precision
+        (grid_sample would sample and sum in that precision).
     """
+    if value.dtype in (torch.float16, torch.bfloat16):
+        value = value.float()
+    sampling_locations = sampling_locations.to(value.dtype)
+    attention_weights = attention_weights.to(value.dtype)
     batch, _, heads, dim = value.shape
     _, num_queries, _, levels, points, _ = sampling_locations.shape
     sizes = [h * w for h, w in spatial_shapes]
@@ -103,6 +117,46 @@ def ms_deform_attn_pytorch(
 
 
 register_backend(DEFAULT_BACKEND, ms_deform_attn_pytorch)
+register_backend("triton", ms_deform_attn_triton)
+
+
+def default_backend(device: torch.device | str | None = None) -> tuple[str, str]:
+    """The backend used on ``device`` when none is named, and why."""
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda":
+        return DEFAULT_BACKEND, "not a CUDA device (triton is used on CUDA after a self-check)"
+    return _cuda_default(device.index if device.index is not None else 0)
+
+
+@functools.cache
+def _cuda_default(index: int) -> tuple[str, str]:
+    problem = triton_import_error() or _self_check(torch.device("cuda", index))
+    if problem:
+        return DEFAULT_BACKEND, f"triton is not used: {problem}"
+    return "triton", f"triton passed its self-check on cuda:{index}"
+
+
+def _self_check(device: torch.device, tolerance: float = 1e-4) -> str | None:
+    """Compare triton with the reference on a tiny input; the problem found, or None."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(6, 5), (3, 3)]
+    value = torch.randn(2, 39, 2, 8, generator=gen)
+    locations = torch.rand(2, 7, 2, 2, 2, 2, generator=gen) * 1.2 - 0.1
+    weights = torch.rand(2, 7, 2, 2, 2, generator=gen)
+    results = []
+    try:
+        for backend in (ms_deform_attn_pytorch, ms_deform_attn_triton):
+            inputs = [t.to(device).requires_grad_() for t in (value, locations, weights)]
+            out = backend(inputs[0], shapes, inputs[1], inputs[2])
+            grads = torch.autograd.grad(out.square().sum(), inputs)
+            results.append([out, *grads])
+    except Exception as error:  # noqa: BLE001 - any failure means "do not use it"
+        return f"its kernels failed ({type(error).__name__}: {error})"
+    names = ("output", "value grad", "location grad", "weight grad")
+    for name, ref, got in zip(names, *results, strict=True):
+        if not torch.allclose(got, ref, rtol=tolerance, atol=tolerance):
+            return f"its {name} differs from the pytorch backend's"
+    return None
 
 
 def ms_deform_attn(
@@ -113,5 +167,5 @@ def ms_deform_attn(
     backend: str | None = None,
 ) -> torch.Tensor:
     """Multi-scale deformable attention with the selected backend (see module docstring)."""
-    _, fn = get_backend(backend)
+    _, fn = get_backend(backend, value.device)
     return fn(value, spatial_shapes, sampling_locations, attention_weights)
