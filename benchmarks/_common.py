@@ -52,6 +52,9 @@ def measure_in_children(
     if args.child:
         import torch
 
+        from decola_core.utils.allocator import retain_freed_memory
+
+        retain_freed_memory()  # as `decola train/eval/self-label/predict` do
         torch.set_num_threads(args.threads)
         result = measure(args.child, args.reference_dir)
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

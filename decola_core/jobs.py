@@ -121,7 +121,7 @@ class SelfLabelJob:
     image_root: Path | None = None
     tags: Path | None = None  # image file -> class names (CSV or JSON), with image_root
     export: Literal["coco", "yolo"] | None = None  # the deduplicated boxes (implies postprocess)
-    batch_size: int | None = None  # None: the recipe's test.batch_size
+    batch_size: int | None = None  # None: 8 on CUDA, else the recipe's test.batch_size
     shard_images: int = 2000
     max_bad_images: int = 100
     postprocess: bool = False  # then convert, merge and dedup (run_pseudo_chain)

@@ -216,3 +216,18 @@ def test_triton_matches_pytorch_on_cuda(encoder: bool, dtype: torch.dtype) -> No
     for name, ref, got in zip(RESULT_NAMES, *results, strict=True):
         torch.testing.assert_close(got, ref, rtol=tolerance, atol=tolerance, msg=name)
     assert default_backend("cuda")[0] == "triton", default_backend("cuda")[1]
+
+
+def test_cpu_inference_gathers_and_equals_grid_sample() -> None:
+    """Without gradients the pytorch backend uses one weighted gather instead of grid_sample:
+    the same numbers, out-of-map points included."""
+    value, locations, weights = interpreter_inputs(seed=4)
+    value.requires_grad_(True)
+    assert not msda_module._gather_applies(value, locations, weights)
+    sampled = ms_deform_attn_pytorch(value, SHAPES, locations, weights)
+    with torch.no_grad():
+        assert msda_module._gather_applies(value, locations, weights)
+        gathered = ms_deform_attn_pytorch(value, SHAPES, locations, weights)
+    torch.testing.assert_close(gathered, sampled.detach(), rtol=1e-6, atol=1e-6)
+    direct = msda_module.ms_deform_attn_gather(value.detach(), SHAPES, locations, weights)
+    torch.testing.assert_close(direct, gathered, rtol=0, atol=0)

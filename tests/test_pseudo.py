@@ -449,3 +449,63 @@ def test_phase2_offline_trains_on_the_deduplicated_file(decola, tmp_path: Path, 
     )
     assert trained.returncode == 0, trained.stderr
     assert "pseudo_labels: 64 images (box" in trained.stderr
+
+
+def test_size_buckets_never_mix_shapes_or_label_counts() -> None:
+    import torch
+
+    from decola_core.pseudo.buckets import size_buckets
+
+    shapes = [(64, 80), (80, 64), (64, 80), (64, 80), (72, 72), (80, 64)]
+    labels = [[1], [2], [3, 4], [5], [1], [2, 2]]
+    images = [torch.zeros(3, h, w) for h, w in shapes]
+    buckets = size_buckets(images, [torch.tensor(x) for x in labels])
+    assert buckets == [[0, 3], [1, 5], [2], [4]]  # [2, 2] is one distinct label
+
+
+def test_batched_self_labelling_equals_one_image_at_a_time(
+    tmp_path: Path, toy_phase1, monkeypatch
+) -> None:
+    """Batching by bucket gives every image the boxes it gets alone: no padding, no other
+    image's prompts (a union of prompts or padded borders would change them)."""
+    from decola_core.config import load_recipe
+    from decola_core.jobs import SelfLabelJob
+    from decola_core.modeling.decola.model import DecolaDETR
+    from decola_core.pseudo.self_label import run_self_label
+
+    data_root, weights = toy_phase1
+    calls: list[list[tuple[int, ...]]] = []
+    original = DecolaDETR.pseudo_label
+
+    def spy(self, images, image_labels, **kwargs):
+        calls.append([tuple(img.shape) for img in images])
+        return original(self, images, image_labels, **kwargs)
+
+    monkeypatch.setattr(DecolaDETR, "pseudo_label", spy)
+    rows = {}
+    for batch in (1, 6):
+        job = SelfLabelJob(
+            recipe=load_recipe("toy/DECOLA_PHASE1_Toy"),
+            weights=weights,
+            label_dataset="toy_image_labels",
+            min_sizes=[96, 112],
+            output_dir=tmp_path / f"batch{batch}",
+            data_root=data_root,
+            batch_size=batch,
+            shard_images=32,
+        )
+        calls.clear()
+        run_self_label(job, progress=False)
+        rows[batch] = [
+            json.loads(line)
+            for path in sorted((tmp_path / f"batch{batch}").glob("minsize_*/shard_*.jsonl"))
+            for line in path.read_text().splitlines()
+        ]
+        if batch > 1:
+            assert max(len(c) for c in calls) > 1  # images really ran together
+            assert all(len(set(c)) == 1 for c in calls)  # of one shape: nothing padded
+    assert len(rows[1]) == len(rows[6]) > 0
+    for one, many in zip(rows[1], rows[6], strict=True):
+        assert (one["image_id"], one["category_id"]) == (many["image_id"], many["category_id"])
+        assert many["bbox"] == pytest.approx(one["bbox"], abs=1e-3)  # pixels
+        assert many["score"] == pytest.approx(one["score"], abs=1e-5)

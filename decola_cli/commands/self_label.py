@@ -56,7 +56,13 @@ class SelfLabelSettings(NetworkRunSettings, TrustSettings, LaunchSettings):
         help="Longest side after resizing (default: the recipe's test.max_size).",
         min=1,
     )
-    batch_size: int | None = option("--batch-size", help="Images per forward pass.", min=1)
+    batch_size: int | None = option(
+        "--batch-size",
+        help="Images per forward pass (default: 8 on CUDA, else the recipe's test.batch_size); "
+        "only images of one input shape and label count share a pass, so batching never "
+        "changes a prediction.",
+        min=1,
+    )
     shard_images: int | None = option("--shard-images", help="Images per output shard.", min=1)
     max_bad_images: int | None = option(
         "--max-bad-images", help="Unreadable images to skip before failing.", min=0

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from decola_core.errors import PREEMPTED_EXIT, ConfigError, DecolaError, Preempted
 from decola_core.jobs import LaunchOptions
+from decola_core.utils.allocator import retain_freed_memory
 from decola_core.utils.logs import setup_logging
 
 JobT = TypeVar("JobT")
@@ -39,6 +40,7 @@ def launch(function: Callable[[JobT], Any], job: JobT, options: LaunchOptions | 
     if options.num_gpus < 1 or options.num_machines < 1:
         raise ConfigError("--num-gpus and --num-machines must be at least 1")
     if in_distributed_job() or options.num_gpus * options.num_machines == 1:
+        retain_freed_memory()
         return function(job)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -76,6 +78,7 @@ def _run_worker(function: Callable[[Any], Any], job: Any) -> Any:
     """A worker: logs like the parent (``DECOLA_LOG_LEVEL``); the function's own user-facing
     errors end it with their one-line message."""
     setup_logging(rank=int(os.environ.get("RANK", "0")))
+    retain_freed_memory()
     try:
         return function(job)
     except DecolaError as err:

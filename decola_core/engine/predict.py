@@ -18,6 +18,7 @@ from decola_core.modeling.postprocess import Detections
 from decola_core.modeling.predictor import Predictor
 from decola_core.structures.masks import mask_rle
 from decola_core.text import vocabulary_embeddings
+from decola_core.utils.allocator import retain_freed_memory
 from decola_core.utils.draw import draw_instances
 from decola_core.utils.io import atomic_open, atomic_write_text
 from decola_core.zoo import load_registry, resolve_weights
@@ -142,6 +143,7 @@ def run_predict(
     except ValueError as err:
         raise DecolaError(f"classes: {err}") from None
     prompts = wanted.tolist() if wanted is not None and job.conditioned else None
+    retain_freed_memory()
     written = []
     for path, stem in zip(job.images, _output_stems(job.images), strict=True):
         try:

@@ -172,8 +172,11 @@ class DetectionModel(nn.Module):
         *,
         choice: str = "max-score",
         min_area: float = 0.0,
+        per_image_prompts: bool = False,
     ) -> list[PseudoBoxes]:
-        """At most one box per image-level label (needs ``supports_prompts``)."""
+        """At most one box per image-level label (needs ``supports_prompts``): prompted with the
+        union of the images' labels, or with ``per_image_prompts`` each image with its own
+        labels (every image must then have as many distinct labels), as if run alone."""
         raise ConfigError(
             f"the {self.architecture} detector cannot pseudo-label images (no class mode); "
             "use a DECOLA phase-1 model"

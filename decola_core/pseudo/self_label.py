@@ -1,6 +1,10 @@
 """``decola self-label``: a frozen phase-1 model boxes each image-level label, at several test
 sizes in one pass (spec §4.5), into resumable shards.
 
+Each image is decoded once and labelled at every size back to back; with ``batch_size`` > 1,
+images of one input shape and label count run together (see :mod:`decola_core.pseudo.buckets`),
+so batching never pads and never changes a prediction.
+
 Images are split into fixed chunks of ``shard_images``; chunk k belongs to rank k mod world and
 becomes one shard per size, ``minsize_<s>/shard_<k>.jsonl``, written atomically once the whole
 chunk is done. A rerun skips chunks whose shards all exist, so the result of an interrupted and
@@ -28,6 +32,7 @@ from decola_core.jobs import PseudoChainJob, SelfLabelJob
 from decola_core.modeling import build_model, load_weights
 from decola_core.modeling.predictor import resize_shortest_edge
 from decola_core.modeling.resources import read_categories, resolve_path
+from decola_core.pseudo.buckets import POOL_BATCHES, pseudo_label_in_buckets
 from decola_core.pseudo.export import export_pseudo_labels
 from decola_core.pseudo.postprocess import run_pseudo_chain
 from decola_core.pseudo.tags import read_tags, tags_to_image_info
@@ -39,6 +44,9 @@ from decola_core.zoo import resolve_weights, sha256_file
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
+#: Images per forward pass on CUDA unless --batch-size says otherwise (CPU: the recipe's
+#: test.batch_size, as batching gains little there: the forward pass dominates).
+GPU_BATCH_SIZE = 8
 
 
 @dataclass
@@ -84,7 +92,8 @@ def resolve_job(job: SelfLabelJob) -> SelfLabelJob:
     return replace(
         job,
         output_dir=Path(output_dir),
-        batch_size=job.batch_size or recipe.test.batch_size,
+        batch_size=job.batch_size
+        or (GPU_BATCH_SIZE if torch.cuda.is_available() else recipe.test.batch_size),
         min_sizes=min_sizes,
         max_size=job.max_size or recipe.test.max_size,
         image_info=Path(image_info),
@@ -237,22 +246,24 @@ def _label_chunk(
 
     lines: dict[int, list[bytes]] = {s: [] for s in job.min_sizes}
     bad = 0
-    batch: list[tuple] = []
+    pool: list[tuple] = []  # decoded once, labelled at every size
 
     def flush() -> None:
+        labels = [torch.as_tensor(lab, device=context.device) for _, _, lab in pool]
         for size in job.min_sizes:
             images = [
                 resize_shortest_edge(img, size, job.max_size).to(context.device)
-                for _, img, _ in batch
+                for _, img, _ in pool
             ]
-            labels = [torch.as_tensor(lab, device=context.device) for _, _, lab in batch]
-            picks = model.pseudo_label(
+            picks = pseudo_label_in_buckets(
+                model,
                 images,
                 labels,
+                batch_size=job.batch_size,
                 choice=job.recipe.model.decola.pseudo_box_choice,
                 min_area=job.recipe.model.decola.pseudo_min_area,
             )
-            for (record, _, _), pick in zip(batch, picks, strict=True):
+            for (record, _, _), pick in zip(pool, picks, strict=True):
                 scale = torch.tensor([record.width, record.height] * 2, dtype=torch.float64)
                 xyxy = box_cxcywh_to_xyxy(pick.boxes.double().cpu()) * scale
                 for label, box, score in zip(
@@ -269,8 +280,8 @@ def _label_chunk(
                         )
                     )
         if on_images is not None:
-            on_images(len(batch))
-        batch.clear()
+            on_images(len(pool))
+        pool.clear()
 
     for index in indices:
         record = dataset.record(index)
@@ -284,10 +295,10 @@ def _label_chunk(
             log.warning("skipping unreadable image %s (%s)", record.path, err)
             bad += 1
             continue
-        batch.append((record, image, np.unique(record.image_labels)))
-        if len(batch) == job.batch_size:
+        pool.append((record, image, np.unique(record.image_labels)))
+        if len(pool) == job.batch_size * POOL_BATCHES:
             flush()
-    if batch:
+    if pool:
         flush()
     for size in job.min_sizes:
         with atomic_open(job.output_dir / f"minsize_{size}" / shard_name(chunk), "wb") as handle:

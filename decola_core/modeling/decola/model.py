@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from decola_core.config.schema import Recipe
-from decola_core.errors import ConfigError
+from decola_core.errors import ConfigError, InputError
 from decola_core.modeling.backbone import MaskedBackbone, build_backbone
 from decola_core.modeling.classifier import PromptClassifier
 from decola_core.modeling.decola.criterion import DecolaCriterion
@@ -110,12 +110,16 @@ class DecolaDETR(DeformableDETRBase):
     # ---- forward ------------------------------------------------------------------------------
 
     def first_stage_scores(self, prompt_ids: torch.Tensor | None, batch: int) -> FirstStageScores:
-        """How the first stage scores encoder tokens: against the K prompts (class mode, the
-        same prompts for every image) or against "a object" (object mode)."""
+        """How the first stage scores encoder tokens: against K prompts (class mode: (K,) the
+        same for every image, or (B, K) per image) or against "a object" (object mode)."""
         first_stage = self.class_embed[-1]
         if prompt_ids is None:
             return FirstStageScores(first_stage.object_logits, None, first_stage.zs_weight)
-        prompts = prompt_ids.to(self.device).view(1, -1).expand(batch, -1)
+        prompts = prompt_ids.to(self.device)
+        if prompts.dim() == 1:
+            prompts = prompts.view(1, -1).expand(batch, -1)
+        elif prompts.shape[0] != batch:
+            raise InputError(f"per-image prompts {tuple(prompts.shape)} for {batch} images")
         return FirstStageScores(
             lambda memory: first_stage.against_prompts(memory, prompts),
             prompts,
@@ -127,8 +131,8 @@ class DecolaDETR(DeformableDETRBase):
     ) -> DetectorOutput:
         """Detect in a preprocessed batch.
 
-        ``prompt_ids`` (K,) class ids selects class mode (every image uses the same K prompts);
-        None selects object mode ("a object", all classes scored).
+        ``prompt_ids`` (K,) class ids selects class mode (every image uses the same K prompts;
+        (B, K): K prompts per image); None selects object mode ("a object", all classes scored).
         """
         srcs, masks, pos = self.feature_levels(batch, record)
         class_mode = prompt_ids is not None
@@ -200,7 +204,16 @@ class DecolaDETR(DeformableDETRBase):
         *,
         choice: str = "max-score",
         min_area: float = 0.0,
+        per_image_prompts: bool = False,
     ) -> list[PseudoBoxes]:
-        """Prompted with the union of the images' labels; per image and label the best query."""
-        out = self(images, torch.unique(torch.cat(image_labels)))
+        """Prompted with the union of the images' labels (or, with ``per_image_prompts``, each
+        image with its own); per image and label the best query."""
+        if per_image_prompts:
+            own = [torch.unique(labels) for labels in image_labels]
+            if len({len(labels) for labels in own}) != 1:
+                raise InputError("per-image prompts need the same number of labels per image")
+            prompts = torch.stack([labels.to(self.device) for labels in own])
+        else:
+            prompts = torch.unique(torch.cat(image_labels))
+        out = self(images, prompts)
         return select_pseudo_boxes(out, image_labels, choice=choice, min_area=min_area)

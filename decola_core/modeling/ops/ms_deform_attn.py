@@ -82,6 +82,8 @@ def ms_deform_attn_pytorch(
     sizes = [h * w for h, w in spatial_shapes]
     if sum(sizes) != value.shape[1]:
         raise ValueError(f"spatial_shapes cover {sum(sizes)} tokens but value has {value.shape[1]}")
+    if _gather_applies(value, sampling_locations, attention_weights):
+        return ms_deform_attn_gather(value, spatial_shapes, sampling_locations, attention_weights)
     # (B*M, d, H_l, W_l) per level
     value_levels = [
         v.flatten(2).transpose(1, 2).reshape(batch * heads, dim, h, w)
@@ -114,6 +116,60 @@ def ms_deform_attn_pytorch(
         for s in range(0, num_queries, step)
     ]
     return torch.cat(outputs, dim=1).contiguous()
+
+
+def _gather_applies(*tensors: torch.Tensor) -> bool:
+    """Inference on the CPU, outside export and compilation: the gather formulation."""
+    if any(t.device.type != "cpu" for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    return not (tracing or torch.compiler.is_compiling())
+
+
+def ms_deform_attn_gather(
+    value: torch.Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The same sampling as one weighted gather (``embedding_bag``), without gradients.
+
+    Each (image, query, head) is a bag of its L * P * 4 bilinear corners, weighted by corner
+    weight times attention weight (0 for corners outside the map); nothing of size
+    (queries x samples x dim) is written, which makes it about 2x faster than grid_sample on
+    the CPU. Arguments and result as :func:`ms_deform_attn_pytorch`.
+    """
+    batch, tokens, heads, dim = value.shape
+    _, queries, _, levels, points, _ = sampling_locations.shape
+    device = value.device
+    sizes_wh = torch.tensor([[w, h] for h, w in spatial_shapes], device=device)
+    widths = sizes_wh[:, 0].to(torch.int32).view(levels, 1, 1)  # broadcast over (L, P, 2)
+    heights = sizes_wh[:, 1].to(torch.int32).view(levels, 1, 1)
+    starts = torch.tensor([0] + [h * w for h, w in spatial_shapes[:-1]], device=device).cumsum(0)
+    pixels = sampling_locations * sizes_wh[:, None, :].to(value.dtype) - 0.5
+    low = pixels.floor()
+    frac = pixels - low
+    low = low.to(torch.int32)
+    step = torch.tensor([0, 1], device=device, dtype=torch.int32)  # low and high corner
+    high = step.bool()
+    xs, ys = low[..., 0, None] + step, low[..., 1, None] + step  # (B, Q, M, L, P, 2)
+    fx, fy = frac[..., 0, None], frac[..., 1, None]
+    wx = torch.where((xs >= 0) & (xs < widths), torch.where(high, fx, 1 - fx), 0)
+    wy = torch.where((ys >= 0) & (ys < heights), torch.where(high, fy, 1 - fy), 0)
+    wy = wy * attention_weights[..., None]
+    xs = torch.minimum(xs.clamp_min(0), widths - 1)  # outside corners weigh 0: any valid row
+    ys = torch.minimum(ys.clamp_min(0), heights - 1)
+    image_head = torch.arange(batch, device=device, dtype=torch.int32).view(-1, 1, 1, 1, 1) * heads
+    image_head = image_head + torch.arange(heads, device=device, dtype=torch.int32).view(-1, 1, 1)
+    level_start = image_head * tokens + starts.to(torch.int32).view(-1, 1)  # (B, 1, M, L, 1)
+    rows = level_start[..., None] + ys * widths
+    index = (rows[..., :, None] + xs[..., None, :]).view(batch * queries * heads, -1)
+    weight = (wy[..., :, None] * wx[..., None, :]).view(batch * queries * heads, -1)
+    table = value.permute(0, 2, 1, 3).reshape(batch * heads * tokens, dim)
+    out = F.embedding_bag(index, table, per_sample_weights=weight, mode="sum")
+    return out.view(batch, queries, heads * dim)
 
 
 register_backend(DEFAULT_BACKEND, ms_deform_attn_pytorch)
