@@ -33,14 +33,23 @@ def run_child(script: str, *args: str, env: dict[str, str] | None = None) -> dic
 
 
 def measure_in_children(
-    doc: str, script: str, names: tuple[str, ...], measure, envs: dict[str, dict] | None = None
-) -> tuple[argparse.Namespace, dict] | None:
+    doc: str,
+    script: str,
+    names: tuple[str, ...],
+    measure,
+    envs: dict[str, dict] | None = None,
+    rounds: int = 1,
+    before: dict[str, str] | None = None,
+) -> tuple | None:
     """The command line of a model benchmark (``--threads``, ``--reference-dir``).
 
     Run normally, it measures each of ``names`` in a fresh process (with ``envs[name]`` added
-    to its environment) and returns (arguments, {name: result}). Run as such a child
-    (``--child NAME``), it calls ``measure(name, reference_dir)`` with torch's threads set,
-    prints the result with the process's peak resident memory as JSON, and returns None.
+    to its environment) and returns (arguments, {name: result}). With ``before`` (an
+    environment giving the baseline configuration), it runs ``rounds`` alternating rounds,
+    baseline then current, and returns (arguments, [current results], [baseline results]).
+    Run as such a child (``--child NAME``), it calls ``measure(name, reference_dir)`` with
+    torch's threads set, prints the result with the process's peak resident memory as JSON,
+    and returns None.
     """
     import resource
 
@@ -62,7 +71,17 @@ def measure_in_children(
         return None
     common = ("--threads", str(args.threads), "--reference-dir", str(args.reference_dir))
     envs = envs or {}
-    results = {
-        name: run_child(script, "--child", name, *common, env=envs.get(name)) for name in names
-    }
-    return args, results
+
+    def one_round(extra: dict[str, str]) -> dict:
+        return {
+            name: run_child(script, "--child", name, *common, env={**envs.get(name, {}), **extra})
+            for name in names
+        }
+
+    if before is None:
+        return args, one_round({})
+    current, baseline = [], []
+    for _ in range(rounds):
+        baseline.append(one_round(before))
+        current.append(one_round({}))
+    return args, current, baseline

@@ -111,42 +111,47 @@ def measure(name: str, reference_dir: Path) -> dict:
     return measure_msda()
 
 
+#: decola before this CPU work (grid_sample everywhere, glibc returning freed blocks), measured
+#: side by side with the original on 2026-12-01: train 1.15-1.19x, inference about 1.0x of it.
+BEFORE = {"DECOLA_MSDA_BACKEND": "grid_sample", "DECOLA_MALLOC": "system"}
+ROUNDS = 2
+
+
 def main() -> None:
     names = ("msda", "eval", "eval_k50", "train")
-    measured = measure_in_children(__doc__, __file__, names, measure)
+    measured = measure_in_children(__doc__, __file__, names, measure, rounds=ROUNDS, before=BEFORE)
     if measured is None:
         return
-    args, results = measured
+    args, results, before = measured
     original = json.loads((args.reference_dir / "timing_full_r50_cpu.json").read_text())
     print(f"DECOLA {RECIPE}, CPU, {args.threads} threads, batch 2 ({SIZES[0]} + {SIZES[1]}), fp32")
-    header = ("measurement", "decola s", "original s", "speed-up", "peak MiB")
-    print(f"{header[0]:44s} {header[1]:>9s} {header[2]:>11s} {header[3]:>9s} {header[4]:>9s}")
+    print(
+        f"{ROUNDS} alternating rounds (before, now, before, now); 'before' = {BEFORE}; "
+        "seconds are each round's, speed-ups the mean of the rounds'"
+    )
+    header = ("measurement", "now s", "before s", "now/before", "original s", "vs original")
+    print(
+        f"{header[0]:38s} {header[1]:>12s} {header[2]:>12s} {header[3]:>10s} {header[4]:>10s} "
+        f"{header[5]:>11s} {'peak MiB':>9s}"
+    )
     rows = [
-        (
-            "train forward (+ loss), K=3",
-            results["train"]["train_forward_s"],
-            original["train_forward_s"],
-            "train",
-        ),
-        (
-            "train forward + backward, K=3",
-            results["train"]["train_fwd_bwd_s"],
-            original["train_fwd_bwd_s"],
-            "train",
-        ),
-        (
-            "inference forward, K=3",
-            results["eval"]["eval_forward_s"],
-            original["eval_forward_s"],
-            "eval",
-        ),
-        ("inference forward, K=50", results["eval_k50"]["eval_forward_s"], None, "eval_k50"),
-        ("MSDA fwd+bwd, encoder scale (S=5440)", results["msda"]["msda_fwd_bwd_s"], None, "msda"),
+        ("train forward (+ loss), K=3", "train", "train_forward_s"),
+        ("train forward + backward, K=3", "train", "train_fwd_bwd_s"),
+        ("inference forward, K=3", "eval", "eval_forward_s"),
+        ("inference forward, K=50", "eval_k50", "eval_forward_s"),
+        ("MSDA fwd+bwd, encoder scale (S=5440)", "msda", "msda_fwd_bwd_s"),
     ]
-    for label, mine, theirs, key in rows:
-        ratio = f"{theirs / mine:8.2f}x" if theirs else "        -"
-        base = f"{theirs:11.2f}" if theirs else "          -"
-        print(f"{label:44s} {mine:9.2f} {base} {ratio} {results[key]['peak_rss_mib']:9.0f}")
+    for label, name, key in rows:
+        now = [r[name][key] for r in results]
+        then = [r[name][key] for r in before]
+        gain = sum(b / n for b, n in zip(then, now, strict=True)) / len(now)
+        theirs = original.get(key) if name in ("train", "eval") else None
+        vs = f"{theirs / (sum(now) / len(now)):10.2f}x" if theirs else f"{'-':>11s}"
+        print(
+            f"{label:38s} {' / '.join(f'{x:.2f}' for x in now):>12s} "
+            f"{' / '.join(f'{x:.2f}' for x in then):>12s} {gain:9.2f}x "
+            f"{theirs if theirs else '-':>10} {vs} {results[-1][name]['peak_rss_mib']:9.0f}"
+        )
 
 
 if __name__ == "__main__":

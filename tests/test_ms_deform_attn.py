@@ -231,3 +231,21 @@ def test_cpu_inference_gathers_and_equals_grid_sample() -> None:
     torch.testing.assert_close(gathered, sampled.detach(), rtol=1e-6, atol=1e-6)
     direct = msda_module.ms_deform_attn_gather(value.detach(), SHAPES, locations, weights)
     torch.testing.assert_close(direct, gathered, rtol=0, atol=0)
+
+
+@needs_triton
+def test_triton_keeps_bf16_values_and_accumulates_in_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bf16 value (autocast) stays bf16 in and out; sums are float32, so the result is the
+    fp32 reference rounded once (within bf16's resolution), and the gradients keep the inputs'
+    dtypes."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    value, locations, weights = interpreter_inputs(seed=2)
+    value = value.bfloat16().requires_grad_()
+    out = ms_deform_attn(value, SHAPES, locations, weights, backend="triton")
+    assert out.dtype == torch.bfloat16
+    reference = ms_deform_attn_pytorch(value.detach().float(), SHAPES, locations, weights)
+    torch.testing.assert_close(out.float(), reference, rtol=1e-2, atol=1e-2)
+    locations.requires_grad_(True)
+    out = ms_deform_attn(value, SHAPES, locations, weights, backend="triton")
+    grad_value, grad_locations = torch.autograd.grad(out.float().sum(), [value, locations])
+    assert grad_value.dtype == torch.bfloat16 and grad_locations.dtype == torch.float32

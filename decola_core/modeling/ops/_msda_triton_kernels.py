@@ -37,8 +37,17 @@ def msda_forward(
         start = tl.load(starts_ptr + level)
         for point in tl.static_range(POINTS):
             sample = (sample_row * LEVELS + level) * POINTS + point
-            x = tl.load(loc_ptr + 2 * sample, mask=query_ok, other=0.0) * width - 0.5
-            y = tl.load(loc_ptr + 2 * sample + 1, mask=query_ok, other=0.0) * height - 0.5
+            # grid_sample's arithmetic, step by step: points exactly between pixels (the
+            # initial offsets put many there) then fall on the same side of the floor
+            x = (
+                (2.0 * tl.load(loc_ptr + 2 * sample, mask=query_ok, other=0.0) - 1.0 + 1.0) * width
+                - 1.0
+            ) / 2.0
+            y = (
+                (2.0 * tl.load(loc_ptr + 2 * sample + 1, mask=query_ok, other=0.0) - 1.0 + 1.0)
+                * height
+                - 1.0
+            ) / 2.0
             attn = tl.load(weight_ptr + sample, mask=query_ok, other=0.0)
             x_low = tl.floor(x)
             y_low = tl.floor(y)
@@ -89,8 +98,17 @@ def msda_backward(
         start = tl.load(starts_ptr + level)
         for point in tl.static_range(POINTS):
             sample = (sample_row * LEVELS + level) * POINTS + point
-            x = tl.load(loc_ptr + 2 * sample, mask=query_ok, other=0.0) * width - 0.5
-            y = tl.load(loc_ptr + 2 * sample + 1, mask=query_ok, other=0.0) * height - 0.5
+            # grid_sample's arithmetic, step by step: points exactly between pixels (the
+            # initial offsets put many there) then fall on the same side of the floor
+            x = (
+                (2.0 * tl.load(loc_ptr + 2 * sample, mask=query_ok, other=0.0) - 1.0 + 1.0) * width
+                - 1.0
+            ) / 2.0
+            y = (
+                (2.0 * tl.load(loc_ptr + 2 * sample + 1, mask=query_ok, other=0.0) - 1.0 + 1.0)
+                * height
+                - 1.0
+            ) / 2.0
             attn = tl.load(weight_ptr + sample, mask=query_ok, other=0.0)
             x_low = tl.floor(x)
             y_low = tl.floor(y)

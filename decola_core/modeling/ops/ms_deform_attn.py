@@ -59,8 +59,13 @@ def ms_deform_attn_pytorch(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     query_chunk: int = DEFAULT_QUERY_CHUNK,
+    gather: bool = True,
 ) -> torch.Tensor:
     """Sample and weight multi-scale features.
+
+    For CPU inference (no gradient wanted, not exporting or compiling) and with ``gather``,
+    the samples are taken by :func:`ms_deform_attn_gather`, the same math about 2x faster;
+    otherwise by ``grid_sample`` per level (backend ``grid_sample`` always does that).
 
     Args:
         value: (B, S, M, d) projected features of all levels, flattened level after level.
@@ -82,7 +87,7 @@ def ms_deform_attn_pytorch(
     sizes = [h * w for h, w in spatial_shapes]
     if sum(sizes) != value.shape[1]:
         raise ValueError(f"spatial_shapes cover {sum(sizes)} tokens but value has {value.shape[1]}")
-    if _gather_applies(value, sampling_locations, attention_weights):
+    if gather and _gather_applies(value, sampling_locations, attention_weights):
         return ms_deform_attn_gather(value, spatial_shapes, sampling_locations, attention_weights)
     # (B*M, d, H_l, W_l) per level
     value_levels = [
@@ -173,6 +178,7 @@ def ms_deform_attn_gather(
 
 
 register_backend(DEFAULT_BACKEND, ms_deform_attn_pytorch)
+register_backend("grid_sample", functools.partial(ms_deform_attn_pytorch, gather=False))
 register_backend("triton", ms_deform_attn_triton)
 
 
