@@ -129,11 +129,16 @@ def main() -> None:
         f"{ROUNDS} alternating rounds (before, now, before, now); 'before' = {BEFORE}; "
         "seconds are each round's, speed-ups the mean of the rounds'"
     )
+    print(
+        "vs original: against its recorded seconds (measured on another day); chained: "
+        "now/before x the original's speed relative to 'before' when both ran side by side"
+    )
     header = ("measurement", "now s", "before s", "now/before", "original s", "vs original")
     print(
         f"{header[0]:38s} {header[1]:>12s} {header[2]:>12s} {header[3]:>10s} {header[4]:>10s} "
-        f"{header[5]:>11s} {'peak MiB':>9s}"
+        f"{header[5]:>11s} {'chained':>8s} {'peak MiB':>9s}"
     )
+    side_by_side = original["decola_same_run"]
     rows = [
         ("train forward (+ loss), K=3", "train", "train_forward_s"),
         ("train forward + backward, K=3", "train", "train_fwd_bwd_s"),
@@ -147,10 +152,15 @@ def main() -> None:
         gain = sum(b / n for b, n in zip(then, now, strict=True)) / len(now)
         theirs = original.get(key) if name in ("train", "eval") else None
         vs = f"{theirs / (sum(now) / len(now)):10.2f}x" if theirs else f"{'-':>11s}"
+        chained = f"{'-':>8s}"
+        if theirs and key in side_by_side:
+            before_then = sum(side_by_side[key]) / len(side_by_side[key])
+            chained = f"{gain * theirs / before_then:7.2f}x"
         print(
             f"{label:38s} {' / '.join(f'{x:.2f}' for x in now):>12s} "
             f"{' / '.join(f'{x:.2f}' for x in then):>12s} {gain:9.2f}x "
-            f"{theirs if theirs else '-':>10} {vs} {results[-1][name]['peak_rss_mib']:9.0f}"
+            f"{theirs if theirs else '-':>10} {vs} {chained} "
+            f"{results[-1][name]['peak_rss_mib']:9.0f}"
         )
 
 

@@ -50,6 +50,27 @@ def toy_batch():
     return images, targets, torch.tensor([1, 3])
 
 
+def train_step(model, images, targets, prompts):
+    """Outputs, loss and parameter gradients of one forward and backward pass."""
+    model.zero_grad(set_to_none=True)
+    out = model(images, prompts)
+    loss = total_loss(model.criterion(out, targets))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out, loss, grads
+
+
+def assert_same_step(out, loss, grads, ref_out, ref_loss, ref_grads) -> None:
+    """Logits and loss within 1e-5; each parameter's gradient within 1e-4 as a whole (a conv
+    weight's gradient sums thousands of products, in another order)."""
+    torch.testing.assert_close(out.pred_logits, ref_out.pred_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        error = (grad - ref_grads[name]).norm() / ref_grads[name].norm().clamp_min(1e-12)
+        assert error < 1e-4, (name, float(error))
+
+
 @pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
 def test_detr_network_step_compiles_without_graph_breaks(tmp_path: Path, training: bool) -> None:
     """The whole DETR network step (backbone to box heads) is one graph in class and object
@@ -72,22 +93,10 @@ def test_compiled_train_step_equals_eager(tmp_path: Path) -> None:
     eager.compile_network = False
     assert compiled.compile_network
     images, targets, prompts = toy_batch()
-    results = []
-    for model in (eager, compiled):
-        out = model(images, prompts)
-        loss = total_loss(model.criterion(out, targets))
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, loss, grads))
-    (eager_out, eager_loss, eager_grads), (out, loss, grads) = results
-    torch.testing.assert_close(out.pred_logits, eager_out.pred_logits, rtol=1e-5, atol=1e-5)
+    eager_out, eager_loss, eager_grads = train_step(eager, images, targets, prompts)
+    out, loss, grads = train_step(compiled, images, targets, prompts)
     torch.testing.assert_close(out.pred_boxes, eager_out.pred_boxes, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-5)
-    assert grads.keys() == eager_grads.keys()
-    for name, grad in grads.items():
-        # as a whole: a conv weight's gradient sums thousands of products in another order
-        error = (grad - eager_grads[name]).norm() / eager_grads[name].norm().clamp_min(1e-12)
-        assert error < 1e-4, (name, float(error))
+    assert_same_step(out, loss, grads, eager_out, eager_loss, eager_grads)
     frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     assert frames >= 1  # the forward really went through dynamo
     optimizer = torch.optim.AdamW(compiled.parameters(), lr=1e-3)
@@ -153,18 +162,8 @@ def test_triton_backend_trains_the_toy_network_like_pytorch(
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     model = small_toy_model(tmp_path).train()
     images, targets, prompts = toy_batch()
-    results = []
+    steps = []
     for backend in ("pytorch", "triton"):
         monkeypatch.setenv("DECOLA_MSDA_BACKEND", backend)
-        model.zero_grad()
-        out = model(images, prompts)
-        loss = total_loss(model.criterion(out, targets))
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results.append((out, loss, grads))
-    (ref_out, ref_loss, ref_grads), (out, loss, grads) = results
-    torch.testing.assert_close(out.pred_logits, ref_out.pred_logits, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
-    for name, grad in grads.items():
-        error = (grad - ref_grads[name]).norm() / ref_grads[name].norm().clamp_min(1e-12)
-        assert error < 1e-4, (name, float(error))
+        steps.append(train_step(model, images, targets, prompts))
+    assert_same_step(*steps[1], *steps[0])

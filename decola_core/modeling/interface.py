@@ -121,6 +121,9 @@ class DetectionModel(nn.Module):
         teacher runs its own weights, and state-dict keys stay unchanged.
         """
         if self.compile_network:
+            from decola_core.modeling.ops.ms_deform_attn import resolve_default_backend
+
+            resolve_default_backend(self.device)  # its self-check runs eagerly, not traced
             method = compiled_function(method)
         return method(self, *args, **kwargs)
 

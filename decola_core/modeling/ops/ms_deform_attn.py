@@ -182,15 +182,31 @@ register_backend("grid_sample", functools.partial(ms_deform_attn_pytorch, gather
 register_backend("triton", ms_deform_attn_triton)
 
 
+#: The default backend of each CUDA device and why, decided once (self-check) per process.
+_CUDA_DEFAULTS: dict[int, tuple[str, str]] = {}
+
+
 def default_backend(device: torch.device | str | None = None) -> tuple[str, str]:
-    """The backend used on ``device`` when none is named, and why."""
+    """The backend used on ``device`` when none is named, and why.
+
+    On CUDA the first call runs the self-check; later calls only read the recorded answer,
+    which compiled code can do without a graph break (:func:`resolve_default_backend` makes
+    that first call before compiling).
+    """
     device = torch.device(device) if device is not None else None
     if device is None or device.type != "cuda":
         return DEFAULT_BACKEND, "not a CUDA device (triton is used on CUDA after a self-check)"
-    return _cuda_default(device.index if device.index is not None else 0)
+    index = device.index if device.index is not None else 0
+    if index not in _CUDA_DEFAULTS:
+        _CUDA_DEFAULTS[index] = _cuda_default(index)
+    return _CUDA_DEFAULTS[index]
 
 
-@functools.cache
+def resolve_default_backend(device: torch.device) -> None:
+    """Decide the default backend of ``device`` now (eagerly, outside compiled code)."""
+    default_backend(device)
+
+
 def _cuda_default(index: int) -> tuple[str, str]:
     problem = triton_import_error() or _self_check(torch.device("cuda", index))
     if problem:

@@ -13,7 +13,6 @@ interpreter on CPU tensors, which is how the test suite checks them without a GP
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -27,48 +26,47 @@ INTERPRETER_BLOCK_Q = 256
 INTERPRET_ENV = "TRITON_INTERPRET"
 
 
+_IMPORT_ERROR: list[str | None] = []  # filled by the first triton_import_error() call
+_KERNELS: dict[bool, tuple] = {}  # interpreted? -> (forward, backward)
+
+
 def triton_import_error() -> str | None:
-    """Why Triton cannot be used here, or None when it imports."""
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as error:  # noqa: BLE001 - any import failure means "not usable"
-        return f"triton does not import ({type(error).__name__}: {error})"
-    return None
+    """Why Triton cannot be used here, or None when it imports (checked once)."""
+    if not _IMPORT_ERROR:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+
+            _IMPORT_ERROR.append(None)
+        except Exception as error:  # noqa: BLE001 - any import failure means "not usable"
+            _IMPORT_ERROR.append(f"triton does not import ({type(error).__name__}: {error})")
+    return _IMPORT_ERROR[0]
 
 
-@functools.cache
-def _compiled_kernels():
-    """The kernels, jitted for the GPU (built once, on first use)."""
+def _build_kernels(interpreted: bool) -> tuple:
+    """The kernels jitted for the GPU, or run by Triton's interpreter on CPU tensors."""
     import triton
-
-    from decola_core.modeling.ops import _msda_triton_kernels as kernels
-
-    return triton.jit(kernels.msda_forward), triton.jit(kernels.msda_backward)
-
-
-@functools.cache
-def _interpreted_kernels():
-    """The same kernels run by Triton's interpreter on CPU tensors."""
     from triton.runtime.interpreter import InterpretedFunction
 
     from decola_core.modeling.ops import _msda_triton_kernels as kernels
 
-    return InterpretedFunction(kernels.msda_forward), InterpretedFunction(kernels.msda_backward)
+    wrap = InterpretedFunction if interpreted else triton.jit
+    return wrap(kernels.msda_forward), wrap(kernels.msda_backward)
 
 
-def _kernels_for(device: torch.device):
+def _kernels_for(device: torch.device) -> tuple:
     reason = triton_import_error()
     if reason:
         raise DecolaError(f"the triton deformable-attention backend needs Triton: {reason}")
-    if device.type == "cuda" and os.environ.get(INTERPRET_ENV) != "1":
-        return _compiled_kernels()
-    if os.environ.get(INTERPRET_ENV) == "1":
-        return _interpreted_kernels()
-    raise DecolaError(
-        f"the triton deformable-attention backend runs on CUDA tensors, got {device.type} "
-        f"(set {INTERPRET_ENV}=1 to run its kernels in Triton's CPU interpreter, for testing)"
-    )
+    interpreted = os.environ.get(INTERPRET_ENV) == "1"
+    if device.type != "cuda" and not interpreted:
+        raise DecolaError(
+            f"the triton deformable-attention backend runs on CUDA tensors, got {device.type} "
+            f"(set {INTERPRET_ENV}=1 to run its kernels in Triton's CPU interpreter, for testing)"
+        )
+    if interpreted not in _KERNELS:
+        _KERNELS[interpreted] = _build_kernels(interpreted)
+    return _KERNELS[interpreted]
 
 
 def _level_tables(spatial_shapes: list[tuple[int, int]], device: torch.device):
