@@ -84,6 +84,18 @@ def test_detr_network_step_compiles_without_graph_breaks(tmp_path: Path, trainin
         assert explained.graph_count == 1
 
 
+def test_centernet2_compiles_backbone_and_fpn_as_one_graph(tmp_path: Path) -> None:
+    """CenterNet2 compiles its dense part only (what `call_network` wraps): one graph."""
+    from decola_core.data.toy import ensure_toy_data
+
+    recipe = load_recipe("toy/BoxSup-C2_Toy")
+    ensure_toy_data(recipe, tmp_path)
+    model = build_model(recipe, data_root=tmp_path).eval()
+    batch, _ = model.preprocess(toy_batch()[0])
+    explained = torch._dynamo.explain(type(model).features)(model, batch)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
 def test_compiled_train_step_equals_eager(tmp_path: Path) -> None:
     """Inductor (gcc on this CPU) runs the toy network: outputs within 1e-5 of eager, the same
     losses and gradients, and an optimiser step; `solver.compile` is what switches it on."""
@@ -167,3 +179,15 @@ def test_triton_backend_trains_the_toy_network_like_pytorch(
         monkeypatch.setenv("DECOLA_MSDA_BACKEND", backend)
         steps.append(train_step(model, images, targets, prompts))
     assert_same_step(*steps[1], *steps[0])
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_compile_and_amp_options_reach_the_recipe(amp: str) -> None:
+    from decola_cli.commands.predict import PredictSettings
+    from decola_cli.commands.train import TrainSettings
+
+    recipe = TrainSettings(phase=1, dataset="toy", compile=True, amp=amp).load_recipe()
+    assert recipe.solver.compile and recipe.solver.amp == amp
+    assert not TrainSettings(phase=1, dataset="toy").load_recipe().solver.compile
+    predict = PredictSettings(inputs=[Path("a.png")], compile=True)
+    assert "solver.compile=true" in predict.recipe_overrides()

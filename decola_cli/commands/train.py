@@ -56,6 +56,10 @@ class TrainSettings(NetworkRunSettings, TrustSettings, CustomDataSettings, Multi
         default=False,
     )
 
+    def recipe_overrides(self) -> list[str]:
+        amp = [] if self.amp is None else [f"solver.amp='{self.amp}'"]  # YAML reads off as false
+        return [*super().recipe_overrides(), *amp]
+
 
 EPILOG = """[bold]Examples[/]
 
@@ -83,8 +87,6 @@ def train_command(settings: TrainSettings) -> None:
         overrides.append(f"seed={settings.seed}")
     if settings.wandb is not None:
         overrides.append(f"logging.wandb.enabled={str(settings.wandb).lower()}")
-    if settings.amp is not None:
-        overrides.append(f"solver.amp='{settings.amp}'")  # quoted: YAML reads off as false
     job = TrainJob(recipe=settings.load_recipe(overrides), **job_values(settings, TrainJob))
     if settings.uses_custom_data():
         from decola_core.engine.custom_data import CustomData, with_custom_data
