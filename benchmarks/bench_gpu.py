@@ -273,7 +273,12 @@ def print_model_table(name: str, rows: dict[str, dict]) -> None:
         if "error" in r:
             print(f"{variant:26s} failed: {r['error']}")
             continue
-        cells = [f" {r[key]:11.2f} {ratio(r[key], base.get(key))}" for _, key in MODEL_COLUMNS]
+        cells = [
+            f" {r[key]:11.2f} {ratio(r[key], base.get(key))}"
+            if r[key] == r[key]
+            else f" {'-':>11s} {'-':>6s}"
+            for _, key in MODEL_COLUMNS
+        ]  # peak memory is measured on CUDA only
         print(f"{variant:26s}" + "".join(cells))
 
 
@@ -283,7 +288,8 @@ def print_msda_table(rows: dict[str, dict]) -> None:
     for key, r in rows.items():
         base = rows.get(key.split("/")[0] + "/pytorch/fp32", {}).get("fwd_bwd_ms")
         speedup = ratio(base, r["fwd_bwd_ms"]) if base else "     -"
-        print(f"{key:28s} {r['fwd_bwd_ms']:9.2f} ms {speedup}  peak {r['peak_mib']:8.0f} MiB")
+        peak = f"peak {r['peak_mib']:8.0f} MiB" if r["peak_mib"] == r["peak_mib"] else ""
+        print(f"{key:28s} {r['fwd_bwd_ms']:9.2f} ms {speedup}  {peak}")
 
 
 def main() -> None:
