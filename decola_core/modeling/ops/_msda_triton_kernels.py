@@ -7,7 +7,9 @@ Only built-in ``tl`` operations are used: ``tl.sum`` and ``tl.zeros`` are themse
 functions, which the interpreter cannot call unless Triton was imported with
 ``TRITON_INTERPRET=1``. ``tl.reduce`` with the standard sum combiner is the same reduction
 compiled, and the interpreter recognises it and runs ``numpy.sum``; ``tl.full`` replaces
-``tl.zeros``.
+``tl.zeros``. For the same reason the two kernels spell out their shared per-sample set-up
+(pixel coordinates, corners, bilinear weights) instead of calling a helper: a helper would have
+to be ``triton.jit`` for the GPU and a plain function for the interpreter in one process.
 
 Layouts (all contiguous): value (B, S, M, D); locations (B, Q, M, L, P, 2) as (x, y) in [0, 1];
 weights (B, Q, M, L, P); output and its gradient (B, Q, M, D); shapes (L, 2) as (H, W) and
