@@ -34,6 +34,7 @@ from decola_core.data.toy import ensure_toy_data
 from decola_core.modeling import build_model
 from decola_core.modeling.criterion import total_loss
 from decola_core.modeling.ops.ms_deform_attn import BACKEND_ENV, ms_deform_attn
+from decola_core.modeling.predictor import resize_shortest_edge
 from decola_core.modeling.resources import resolve_path
 from decola_core.pseudo.buckets import pseudo_label_in_buckets
 
@@ -227,8 +228,6 @@ def measure_self_label(model, device, args) -> dict:
     sizes = SELF_LABEL_MIN_SIZES if not args.smoke else (96, 112)
     images = [torch.randint(0, 256, (3, h, w), generator=gen, dtype=torch.uint8) for h, w in shapes]
     labels = [torch.tensor([int(i) % model.num_classes]).to(device) for i in range(len(images))]
-    from decola_core.modeling.predictor import resize_shortest_edge
-
     results = {}
     for batch_size in (1, 8):
 

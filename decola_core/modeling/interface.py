@@ -21,6 +21,7 @@ from torch import nn
 from decola_core.config.schema import Recipe
 from decola_core.errors import ConfigError
 from decola_core.modeling.classifier import set_vocabulary
+from decola_core.modeling.ops.ms_deform_attn import resolve_default_backend
 from decola_core.modeling.postprocess import Detections, PseudoBoxes
 
 
@@ -121,8 +122,6 @@ class DetectionModel(nn.Module):
         teacher runs its own weights, and state-dict keys stay unchanged.
         """
         if self.compile_network:
-            from decola_core.modeling.ops.ms_deform_attn import resolve_default_backend
-
             resolve_default_backend(self.device)  # its self-check runs eagerly, not traced
             method = compiled_function(method)
         return method(self, *args, **kwargs)

@@ -124,12 +124,14 @@ def run_self_label(
 def _run(job: SelfLabelJob, context: DistContext, progress: bool) -> SelfLabelResult:
     if context.is_main:
         log.info(
-            "self-labelling %s with %s (%s) at min sizes %s (max %d) -> %s",
+            "self-labelling %s with %s (%s) at min sizes %s (max %d), up to %d image(s) of "
+            "one shape per pass -> %s",
             job.image_info,
             job.recipe.name,
             job.weights,
             job.min_sizes,
             job.max_size,
+            job.batch_size,
             job.output_dir,
         )
     with progress_bar("img", disable=not (progress and context.is_main)) as bar:

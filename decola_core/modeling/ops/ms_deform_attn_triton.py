@@ -14,6 +14,7 @@ interpreter on CPU tensors, which is how the test suite checks them without a GP
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -76,58 +77,75 @@ def _level_tables(spatial_shapes: list[tuple[int, int]], device: torch.device):
     return shapes.contiguous(), starts.contiguous()
 
 
-def _dims(value: torch.Tensor, locations: torch.Tensor):
-    batch, tokens, heads, dim = value.shape
-    _, queries, _, levels, points, _ = locations.shape
-    return batch, tokens, heads, dim, queries, levels, points
+class _Sizes(NamedTuple):
+    """The problem's sizes, read from the value (B, S, M, D) and locations (B, Q, M, L, P, 2)."""
 
+    batch: int
+    tokens: int
+    heads: int
+    dim: int
+    queries: int
+    levels: int
+    points: int
 
-def _launch_config(value: torch.Tensor, dims: tuple[int, ...]) -> dict:
-    """Grid and block sizes; shape constants are compile-time (``tl.constexpr``) arguments."""
-    import triton
+    @classmethod
+    def of(cls, value: torch.Tensor, locations: torch.Tensor) -> _Sizes:
+        batch, tokens, heads, dim = value.shape
+        _, queries, _, levels, points, _ = locations.shape
+        return cls(batch, tokens, heads, dim, queries, levels, points)
 
-    batch, tokens, heads, dim, queries, levels, points = dims
-    block_q = BLOCK_Q
-    if value.device.type != "cuda":
-        block_q = max(16, min(INTERPRETER_BLOCK_Q, triton.next_power_of_2(queries)))
-    grid = (triton.cdiv(queries, block_q), batch * heads)
-    constants = dict(
-        HEADS=heads, DIM=dim, LEVELS=levels, POINTS=points, BLOCK_Q=block_q,
-        BLOCK_D=triton.next_power_of_2(dim),
-    )  # fmt: skip
-    return grid, constants
+    def launch(self, device: torch.device) -> tuple[tuple[int, int], dict]:
+        """Grid and compile-time (``tl.constexpr``) arguments of either kernel."""
+        import triton
+
+        block_q = BLOCK_Q
+        if device.type != "cuda":
+            block_q = max(16, min(INTERPRETER_BLOCK_Q, triton.next_power_of_2(self.queries)))
+        grid = (triton.cdiv(self.queries, block_q), self.batch * self.heads)
+        constants = dict(
+            HEADS=self.heads, DIM=self.dim, LEVELS=self.levels, POINTS=self.points,
+            BLOCK_Q=block_q, BLOCK_D=triton.next_power_of_2(self.dim),
+        )  # fmt: skip
+        return grid, constants
 
 
 class _TritonMSDA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, spatial_shapes, locations, weights):
         forward_kernel, _ = _kernels_for(value.device)
-        dims = _dims(value, locations)
-        batch, tokens, heads, dim, queries, _, _ = dims
+        sizes = _Sizes.of(value, locations)
         shapes, starts = _level_tables(spatial_shapes, value.device)
         value = value.contiguous()
         locations = locations.float().contiguous()
         weights = weights.float().contiguous()
-        out = torch.empty(batch, queries, heads, dim, dtype=value.dtype, device=value.device)
-        grid, constants = _launch_config(value, dims)
-        forward_kernel[grid](
-            value, shapes, starts, locations, weights, out, queries, tokens, **constants
+        out = torch.empty(
+            sizes.batch,
+            sizes.queries,
+            sizes.heads,
+            sizes.dim,
+            dtype=value.dtype,
+            device=value.device,
         )
+        grid, constants = sizes.launch(value.device)
+        forward_kernel[grid](
+            value, shapes, starts, locations, weights, out, sizes.queries, sizes.tokens,
+            **constants,
+        )  # fmt: skip
         ctx.save_for_backward(value, shapes, starts, locations, weights)
-        return out.view(batch, queries, heads * dim)
+        return out.view(sizes.batch, sizes.queries, sizes.heads * sizes.dim)
 
     @staticmethod
     def backward(ctx, grad_out):
         _, backward_kernel = _kernels_for(grad_out.device)
         value, shapes, starts, locations, weights = ctx.saved_tensors
-        dims = _dims(value, locations)
+        sizes = _Sizes.of(value, locations)
         grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
         grad_locations = torch.empty_like(locations)
         grad_weights = torch.empty_like(weights)
-        grid, constants = _launch_config(value, dims)
+        grid, constants = sizes.launch(value.device)
         backward_kernel[grid](
             value, shapes, starts, locations, weights, grad_out.contiguous(),
-            grad_value, grad_locations, grad_weights, dims[4], dims[1], **constants
+            grad_value, grad_locations, grad_weights, sizes.queries, sizes.tokens, **constants,
         )  # fmt: skip
         return grad_value.to(value.dtype), None, grad_locations, grad_weights
 
